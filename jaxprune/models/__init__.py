@@ -1,0 +1,66 @@
+"""Networks: architectures as data, a pure forward pass, Flax NNX modules, a registry."""
+
+from __future__ import annotations
+
+import jax
+
+from jaxprune.models.arch import Architecture, Layer, LayerGeometry, layer_geometry
+from jaxprune.models.network import (
+    HEAD,
+    Network,
+    Params,
+    apply,
+    forward_from,
+    init_params,
+    init_stack,
+    linear,
+    transition,
+)
+from jaxprune.models.zoo import REGISTRY, architecture
+
+
+def available() -> list[str]:
+    """Names of the registered networks."""
+    return sorted(REGISTRY)
+
+
+def get(name: str, *, seed: int = 0, **config) -> Network:
+    """A freshly initialised :class:`Network` of the registered family ``name``.
+
+    ``config`` overrides the family's defaults (e.g. ``widths``, ``input_shape``); an unknown
+    name lists the available networks.
+    """
+    arch = architecture(name, **config)
+    return Network(arch, params=init_params(arch, jax.random.key(seed)))
+
+
+def functional(model: Network):
+    """``(apply_fn, params)`` with ``apply_fn(params, masks, x, **kw) = apply(model.arch, ...)``."""
+    arch = model.arch
+
+    def apply_fn(params, masks, x, **kwargs):
+        return apply(arch, params, masks, x, **kwargs)
+
+    return apply_fn, model.param_dict()
+
+
+__all__ = [
+    "HEAD",
+    "REGISTRY",
+    "Architecture",
+    "Layer",
+    "LayerGeometry",
+    "Network",
+    "Params",
+    "apply",
+    "architecture",
+    "available",
+    "forward_from",
+    "functional",
+    "get",
+    "init_params",
+    "init_stack",
+    "layer_geometry",
+    "linear",
+    "transition",
+]

@@ -1,0 +1,234 @@
+"""The forward pass of every family as pure functions, and its Flax NNX module.
+
+Parameters are a plain nested dict ``{layer: {"kernel", "bias"}, "head": {...}}`` with conv
+kernels in HWIO and dense kernels in ``[in, out]`` layout; activations are NHWC. Unit masks
+``{layer: float32[width]}`` multiply a layer's post-ReLU output (missing layers are unmasked);
+weight masks are a pytree shaped like the params and multiply them.
+
+Forward for layer i: ``h_i = transition(a_{i-1})``, ``a_i = relu(h_i W_i + b_i) * m_i``, where
+the transition pools, flattens and (in training) drops out. Masking commutes with the
+transition, so the next pre-activation is linear in a layer's mask — the search relies on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxprune.models.arch import Architecture, layer_geometry
+
+Params = dict[str, dict[str, jax.Array]]
+Masks = Mapping[str, jax.Array]
+
+HEAD = "head"
+
+
+def init_params(arch: Architecture, key: jax.Array) -> Params:
+    """PyTorch-default initialisation: kernel and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    geometries, head_geometry = layer_geometry(arch)
+    shapes = {}
+    for layer, geo in zip(arch.layers, geometries, strict=True):
+        if layer.kind == "conv":
+            shapes[layer.name] = (layer.kernel, layer.kernel, geo.in_shape[-1], layer.width)
+        else:
+            shapes[layer.name] = (geo.in_shape[0], layer.width)
+    shapes[HEAD] = (head_geometry.in_shape[0], arch.num_classes)
+    params = {}
+    for name, key_i in zip(shapes, jax.random.split(key, len(shapes)), strict=True):
+        shape = shapes[name]
+        bound = 1.0 / np.sqrt(np.prod(shape[:-1]))
+        k_kernel, k_bias = jax.random.split(key_i)
+        params[name] = {
+            "kernel": jax.random.uniform(k_kernel, shape, jnp.float32, -bound, bound),
+            "bias": jax.random.uniform(k_bias, shape[-1:], jnp.float32, -bound, bound),
+        }
+    return params
+
+
+def init_stack(arch: Architecture, seeds) -> Params:
+    """Parameters of ``len(seeds)`` networks stacked on a leading axis; seed s gives exactly
+    ``init_params(arch, jax.random.key(s))``."""
+    seeds = jnp.asarray(seeds, dtype=jnp.uint32)
+    return jax.vmap(lambda s: init_params(arch, jax.random.key(s)))(seeds)
+
+
+def _linear(kind: str, p: Mapping[str, jax.Array], h: jax.Array, stride: int, padding: int):
+    if kind == "conv":
+        z = jax.lax.conv_general_dilated(
+            h, p["kernel"], (stride, stride), [(padding, padding)] * 2,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+    else:
+        z = h @ p["kernel"]
+    return z + p["bias"]
+
+
+def linear(arch: Architecture, params: Params, index: int, h: jax.Array) -> jax.Array:
+    """Pre-activation of layer ``index`` (``len(arch.layers)`` = the head) from its input."""
+    if index == len(arch.layers):
+        return _linear("dense", params[HEAD], h, 1, 0)
+    layer = arch.layers[index]
+    return _linear(layer.kind, params[layer.name], h, layer.stride, layer.padding)
+
+
+def _max_pool(a: jax.Array, window: int, stride: int) -> jax.Array:
+    return jax.lax.reduce_window(
+        a, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1), "VALID"
+    )
+
+
+def _adaptive_avg_pool(a: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+    """torchvision's AdaptiveAvgPool2d: bin i spans [floor(i*H/o), ceil((i+1)*H/o))."""
+    (h, w), (oh, ow) = a.shape[-3:-1], out_hw
+    if (h, w) == (oh, ow):
+        return a
+
+    def bins(size, out):
+        return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+    rows = [jnp.mean(a[..., r0:r1, :, :], axis=-3, keepdims=True) for r0, r1 in bins(h, oh)]
+    a = jnp.concatenate(rows, axis=-3)
+    cols = [jnp.mean(a[..., :, c0:c1, :], axis=-2, keepdims=True) for c0, c1 in bins(w, ow)]
+    return jnp.concatenate(cols, axis=-2)
+
+
+def _dropout(h: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    if rate <= 0.0:
+        return h
+    if key is None:
+        raise ValueError("training with dropout needs a random key")
+    keep = jax.random.bernoulli(key, 1.0 - rate, h.shape)
+    return jnp.where(keep, h / (1.0 - rate), jnp.zeros_like(h))
+
+
+def transition(
+    arch: Architecture,
+    index: int,
+    a: jax.Array,
+    *,
+    train: bool = False,
+    key: jax.Array | None = None,
+) -> jax.Array:
+    """Input of layer ``index`` (``len(arch.layers)`` = the head) from the masked activation of
+    the layer before it (or from the network input when ``index == 0``): pooling of the layer
+    before, flattening where a dense layer follows images, dropout in training."""
+    layers = arch.layers
+    if index > 0:
+        prev = layers[index - 1]
+        if prev.pool is not None:
+            a = _max_pool(a, *prev.pool)
+        if prev.adaptive_pool is not None:
+            a = _adaptive_avg_pool(a, prev.adaptive_pool)
+    is_head = index == len(layers)
+    if (is_head or layers[index].kind == "dense") and a.ndim > 2:
+        a = a.reshape(a.shape[0], -1)
+    if train:
+        rate = arch.head_dropout if is_head else layers[index].dropout
+        a = _dropout(a, rate, key)
+    return a
+
+
+def _masked_relu(z: jax.Array, mask: jax.Array | None) -> jax.Array:
+    a = jax.nn.relu(z)
+    return a if mask is None else a * mask
+
+
+def forward_from(
+    arch: Architecture,
+    params: Params,
+    masks: Masks | None,
+    index: int,
+    z: jax.Array,
+    *,
+    train: bool = False,
+    key: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Logits and masked post-ReLU activations of layers ``index..`` from the pre-activation
+    ``z`` of layer ``index``."""
+    masks = masks or {}
+    keys = [None] * (len(arch.layers) + 1) if key is None else list(
+        jax.random.split(key, len(arch.layers) + 1)
+    )
+    acts = {}
+    a = z
+    for i in range(index, len(arch.layers)):
+        if i > index:
+            h = transition(arch, i, a, train=train, key=keys[i])
+            z = linear(arch, params, i, h)
+        name = arch.layers[i].name
+        a = acts[name] = _masked_relu(z, masks.get(name))
+    n = len(arch.layers)
+    logits = linear(arch, params, n, transition(arch, n, a, train=train, key=keys[n]))
+    return logits, acts
+
+
+def apply(
+    arch: Architecture,
+    params: Params,
+    masks: Masks | None,
+    x: jax.Array,
+    *,
+    train: bool = False,
+    key: jax.Array | None = None,
+    weight_masks: Params | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``(logits [n, classes], {layer: masked post-ReLU activation [n, ..., width]})``.
+
+    ``x`` is ``[n, *arch.input_shape]`` (a vector network also accepts images, flattened).
+    ``key`` drives dropout when ``train``. Pure: jit it, vmap it over stacked params or masks.
+    """
+    if weight_masks is not None:
+        params = jax.tree.map(lambda p, m: p * m, params, weight_masks)
+    k0 = None if key is None else jax.random.fold_in(key, 0)
+    z = linear(arch, params, 0, transition(arch, 0, x, train=train, key=k0))
+    return forward_from(arch, params, masks, 0, z, train=train, key=key)
+
+
+class Network(nnx.Module):
+    """A Flax NNX module for an :class:`Architecture`; ``model(x, masks)`` returns
+    ``(logits, activations)``. ``nnx.split(model, nnx.Param)`` or :meth:`param_dict` gives
+    the parameters the pure :func:`apply` takes."""
+
+    def __init__(
+        self,
+        arch: Architecture,
+        *,
+        rngs: nnx.Rngs | None = None,
+        params: Params | None = None,
+    ):
+        if params is None:
+            rngs = rngs if rngs is not None else nnx.Rngs(0)
+            params = init_params(arch, rngs.params())
+        self.arch = arch
+        self.params = nnx.Dict(
+            {
+                name: nnx.Dict({k: nnx.Param(jnp.asarray(v)) for k, v in p.items()})
+                for name, p in params.items()
+            }
+        )
+
+    def param_dict(self) -> Params:
+        """The parameters as a plain nested dict of arrays."""
+        return {name: {k: v[...] for k, v in p.items()} for name, p in self.params.items()}
+
+    @property
+    def layers(self):
+        return self.arch.layers
+
+    @property
+    def readout(self) -> str:
+        return self.arch.readout_layer
+
+    def __call__(
+        self,
+        x: jax.Array,
+        masks: Masks | None = None,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return apply(self.arch, self.param_dict(), masks, x, train=train, key=key)
