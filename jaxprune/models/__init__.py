@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+from flax import nnx
 
 from jaxprune.models.arch import Architecture, Layer, LayerGeometry, layer_geometry
 from jaxprune.models.network import (
@@ -34,6 +35,11 @@ def get(name: str, *, seed: int = 0, **config) -> Network:
     return Network(arch, params=init_params(arch, jax.random.key(seed)))
 
 
+def nnx_split(model: Network):
+    """``nnx.split(model, nnx.Param)``: the graph definition and the parameter state."""
+    return nnx.split(model, nnx.Param)
+
+
 def functional(model: Network):
     """``(apply_fn, params)`` with ``apply_fn(params, masks, x, **kw) = apply(model.arch, ...)``."""
     arch = model.arch
@@ -62,5 +68,6 @@ __all__ = [
     "init_stack",
     "layer_geometry",
     "linear",
+    "nnx_split",
     "transition",
 ]

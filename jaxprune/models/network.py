@@ -64,7 +64,12 @@ def _linear(kind: str, p: Mapping[str, jax.Array], h: jax.Array, stride: int, pa
         )
     else:
         z = h @ p["kernel"]
-    return z + p["bias"]
+    return z + channel_last(p["bias"], z.ndim)
+
+
+def channel_last(v: jax.Array, ndim: int) -> jax.Array:
+    """A per-channel vector ``[c]`` shaped to broadcast against ``[..., c]`` of rank ndim."""
+    return v.reshape((1,) * (ndim - 1) + v.shape[-1:])
 
 
 def linear(arch: Architecture, params: Params, index: int, h: jax.Array) -> jax.Array:
@@ -134,7 +139,7 @@ def transition(
 
 def _masked_relu(z: jax.Array, mask: jax.Array | None) -> jax.Array:
     a = jax.nn.relu(z)
-    return a if mask is None else a * mask
+    return a if mask is None else a * channel_last(mask, a.ndim)
 
 
 def forward_from(
