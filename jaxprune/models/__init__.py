@@ -15,6 +15,7 @@ from jaxprune.models.network import (
     init_params,
     init_stack,
     linear,
+    pool,
     transition,
 )
 from jaxprune.models.zoo import REGISTRY, architecture
@@ -69,5 +70,6 @@ __all__ = [
     "layer_geometry",
     "linear",
     "nnx_split",
+    "pool",
     "transition",
 ]

@@ -110,6 +110,18 @@ def _dropout(h: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     return jnp.where(keep, h / (1.0 - rate), jnp.zeros_like(h))
 
 
+def pool(arch: Architecture, index: int, a: jax.Array) -> jax.Array:
+    """The pooling of the layer before layer ``index`` applied to its masked activation
+    (identity for ``index == 0`` or no pooling). Per channel, so it commutes with unit masks."""
+    if index > 0:
+        prev = arch.layers[index - 1]
+        if prev.pool is not None:
+            a = _max_pool(a, *prev.pool)
+        if prev.adaptive_pool is not None:
+            a = _adaptive_avg_pool(a, prev.adaptive_pool)
+    return a
+
+
 def transition(
     arch: Architecture,
     index: int,
@@ -122,12 +134,7 @@ def transition(
     the layer before it (or from the network input when ``index == 0``): pooling of the layer
     before, flattening where a dense layer follows images, dropout in training."""
     layers = arch.layers
-    if index > 0:
-        prev = layers[index - 1]
-        if prev.pool is not None:
-            a = _max_pool(a, *prev.pool)
-        if prev.adaptive_pool is not None:
-            a = _adaptive_avg_pool(a, prev.adaptive_pool)
+    a = pool(arch, index, a)
     is_head = index == len(layers)
     if (is_head or layers[index].kind == "dense") and a.ndim > 2:
         a = a.reshape(a.shape[0], -1)

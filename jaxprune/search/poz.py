@@ -1,0 +1,490 @@
+"""Greedy layer-wise PoZ pruning that preserves the readout geometry (Truong & Hasson).
+
+In each visited layer, units are ranked by Percentage of Zeros (highest first) and removed
+cumulatively while ``fit(target, readout RSM of the pruned network) >= threshold``; the first
+removal that breaks it ends the layer (a layer always keeps one unit).
+
+The vectorised search evaluates the candidate removals of a layer chunk by chunk, each chunk
+one ``jit(vmap(...))`` call, and stops at the first chunk containing a failure. It uses:
+
+* each layer's pre-activation is computed once per search and reused across visits;
+* the next layer's pre-activation is linear in the pruned layer's mask (masking commutes with
+  pooling per channel): ``z_next(m) = b + Σ_u m_u C_u`` with ``C_u`` the contribution of unit
+  ``u`` alone, so cumulative removals are ``z_full − cumsum(C_order)`` — one pass over the
+  next layer's weights per layer, not one per candidate;
+* the fit needs only d×d Gram matrices of the readout (:mod:`jaxprune.search.fit`).
+
+:func:`poz_search_sequential` is the straightforward twin (a full forward pass per
+candidate, stop at the first failure); both return identical masks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxprune import geometry
+from jaxprune.masks import compression_rate, full_masks
+from jaxprune.models import Architecture, Params, apply, linear, pool, transition
+from jaxprune.search.fit import Fit, make_fit
+from jaxprune.search.result import LayerTrace, PruneResult
+
+DIRECTIONS = ("bottom-up", "top-down")
+
+
+@dataclass(frozen=True)
+class PoZConfig:
+    """Options of the PoZ search (plain data).
+
+    ``threshold``: the fit a pruned network must keep, in (0, 1]; ``None`` means 0.8 against
+    the unpruned readout, and the unpruned network's own fit against an external RSM.
+    ``rank``: ``"once"`` ranks each layer's units by PoZ on the unpruned network (default);
+    ``"recompute"`` re-ranks a layer on the network as pruned when the search reaches it.
+    ``layers``: the layers to prune (default: every layer up to the readout).
+    ``chunk_size``: candidates per vectorised call (a layer with fewer candidates uses fewer).
+    """
+
+    direction: str = "bottom-up"
+    threshold: float | None = None
+    metric: str = "r2"
+    rsm_method: str = "pearson"
+    rank: str = "once"
+    layers: tuple[str, ...] | None = None
+    chunk_size: int = 32
+    poz_eps: float = 0.0
+
+
+@dataclass
+class PoZSearch:
+    """Results of one call: per direction, one :class:`PruneResult` per seed."""
+
+    results: dict[str, list[PruneResult]]
+    jaccard: list[dict[str, float]] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "results": {d: [r.to_dict() for r in rs] for d, rs in self.results.items()},
+            "jaccard": self.jaccard,
+            "wall_time_s": self.wall_time_s,
+        }
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_inputs(
+    arch: Architecture,
+    x: jax.Array,
+    config: PoZConfig,
+    target_rsm: np.ndarray | None = None,
+) -> list[str]:
+    """Validate a search before any work; returns the layers to prune in visiting order."""
+    if config.direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {config.direction!r}")
+    if config.threshold is not None and not 0.0 < config.threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {config.threshold}")
+    if config.rank not in ("once", "recompute"):
+        raise ValueError(f"rank must be 'once' or 'recompute', got {config.rank!r}")
+    if config.chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {config.chunk_size}")
+    shape = tuple(np.shape(x))
+    if shape[1:] != tuple(arch.input_shape) and not (
+        len(arch.input_shape) == 1 and int(np.prod(shape[1:])) == arch.input_shape[0]
+    ):
+        raise ValueError(
+            f"stimuli have shape {shape}; {arch.family} expects [n, {', '.join(map(str, arch.input_shape))}]"
+        )
+    if shape[0] < 3:
+        raise ValueError(f"a representational similarity needs at least 3 stimuli, got {shape[0]}")
+    if target_rsm is not None and np.shape(target_rsm) != (shape[0], shape[0]):
+        raise ValueError(
+            f"target RSM has shape {np.shape(target_rsm)} but there are {shape[0]} stimuli"
+        )
+    readout = arch.index(arch.readout_layer)
+    names = list(config.layers) if config.layers is not None else list(
+        arch.layer_names[: readout + 1])
+    for name in names:
+        if arch.index(name) > readout:
+            raise ValueError(f"layer {name!r} is above the readout {arch.readout_layer!r}")
+    names.sort(key=arch.index, reverse=config.direction == "top-down")
+    return names
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+def preactivations(
+    arch: Architecture, params: Params, masks, x: jax.Array, start: int = 0, z=None
+) -> list[jax.Array]:
+    """Pre-activations ``z_j`` of layers ``start..readout`` under ``masks`` (from the input, or
+    from ``z`` = the pre-activation of layer ``start``)."""
+    readout = arch.index(arch.readout_layer)
+    if z is None:
+        z = linear(arch, params, 0, transition(arch, 0, x))
+        start = 0
+    out = [z]
+    for j in range(start + 1, readout + 1):
+        a = jax.nn.relu(out[-1]) * _bcast(masks[arch.layers[j - 1].name], out[-1].ndim)
+        out.append(linear(arch, params, j, transition(arch, j, a)))
+    return out
+
+
+def _bcast(v: jax.Array, ndim: int) -> jax.Array:
+    return v.reshape((1,) * (ndim - 1) + v.shape[-1:])
+
+
+def readout_from(
+    arch: Architecture, params: Params, masks, index: int, z: jax.Array
+) -> jax.Array:
+    """Readout features ``[n, d]`` from the pre-activation of layer ``index``."""
+    readout = arch.index(arch.readout_layer)
+    for j in range(index, readout + 1):
+        if j > index:
+            z = linear(arch, params, j, transition(arch, j, a))
+        a = jax.nn.relu(z) * _bcast(masks[arch.layers[j].name], z.ndim)
+    return a.reshape(a.shape[0], -1)
+
+
+def unit_contribution(
+    arch: Architecture, params: Params, index: int, a: jax.Array, unit: jax.Array
+) -> jax.Array:
+    """``C_u``: the part of layer ``index + 1``'s pre-activation (bias excluded) due to unit
+    ``u`` of layer ``index`` alone, from its activation ``a``; shape of that pre-activation."""
+    nxt = index + 1
+    t = pool(arch, nxt, a)
+    channel = jnp.take(t, unit, axis=-1)[..., None]  # [n, (h, w,) 1]
+    kernel = params[arch.layers[nxt].name]["kernel"] if nxt < len(arch.layers) else None
+    if arch.layers[nxt].kind == "conv":
+        k = jax.lax.dynamic_slice_in_dim(kernel, unit, 1, axis=2)
+        layer = arch.layers[nxt]
+        return jax.lax.conv_general_dilated(
+            channel, k, (layer.stride,) * 2, [(layer.padding,) * 2] * 2,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    n_in = kernel.shape[0]
+    width = t.shape[-1]
+    rows = kernel.reshape(n_in // width, width, -1)  # [spatial, channels, out]: HWC flattening
+    w_u = jnp.take(rows, unit, axis=1)  # [spatial, out]
+    return channel.reshape(channel.shape[0], -1) @ w_u
+
+
+def poz_order(acts: jax.Array, eps: float = 0.0) -> np.ndarray:
+    """Unit indices by decreasing PoZ (ties: lower index first) and the PoZ values."""
+    values = np.asarray(geometry.poz(acts, eps=eps, conv=acts.ndim == 4))
+    return np.argsort(-values, kind="stable"), values
+
+
+# ----------------------------------------------------------------------------- the engine
+
+
+def _layer_chunk_one(arch, index, chunk, params, masks, fit, a, z_prev, order, k0):
+    """Fits of the candidates ``k0+1 .. k0+chunk`` of layer ``index`` (units ``order[:k]``
+    removed) and the next pre-activation with all of the chunk removed. One seed."""
+    units = jax.lax.dynamic_slice_in_dim(order, k0, chunk)
+    readout = arch.index(arch.readout_layer)
+    if index == readout:
+        width = a.shape[-1]
+        rank = jnp.zeros(width, jnp.int32).at[order[:width]].set(jnp.arange(width))
+        ks = k0 + jnp.arange(1, chunk + 1)
+        cand = (rank[None, :] >= ks[:, None]).astype(a.dtype)
+        feats = jax.vmap(lambda m: (a * _bcast(m, a.ndim)).reshape(a.shape[0], -1))(cand)
+        return jax.vmap(fit)(feats), z_prev
+    contrib = jax.vmap(lambda u: unit_contribution(arch, params, index, a, u))(units)
+    zs = z_prev[None] - jnp.cumsum(contrib, axis=0)
+    fits = jax.vmap(lambda z: fit(readout_from(arch, params, masks, index + 1, z)))(zs)
+    return fits, zs[-1]
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _layer_chunk_seeds(arch, index, chunk, *per_seed):
+    """:func:`_layer_chunk` for stacked seeds (every argument has a leading seed axis)."""
+    return jax.vmap(partial(_layer_chunk_one, arch, index, chunk))(*per_seed)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _preacts_seeds(arch, start, params, masks, x, z):
+    """Pre-activations from layer ``start`` for stacked seeds (``z`` None: from the input)."""
+    fn = lambda p, m, zz: preactivations(arch, p, m, x, start, zz)  # noqa: E731
+    return jax.vmap(fn)(params, masks, z)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _unpruned_preacts(arch, params, masks, x):
+    return jax.vmap(lambda p, m: preactivations(arch, p, m, x))(params, masks)
+
+
+def _make_fits(readouts, target_rsm, metric, rsm_method) -> Fit:
+    """One :class:`Fit` per seed, stacked (a pytree with a leading seed axis)."""
+    if target_rsm is not None:
+        one = make_fit(target_rsm=target_rsm, metric=metric, rsm_method=rsm_method)
+        return jax.tree.map(lambda t: jnp.broadcast_to(t, (readouts.shape[0], *t.shape)), one)
+    return jax.vmap(lambda r: make_fit(r, metric=metric, rsm_method=rsm_method))(readouts)
+
+
+class _State:
+    """Per-seed-batch bookkeeping shared by the vectorised and the sequential search."""
+
+    def __init__(self, arch, params, x, config, target_rsm):
+        self.arch, self.params, self.x, self.config = arch, params, x, config
+        self.seeds = jax.tree.leaves(params)[0].shape[0]
+        full = full_masks(arch)
+        self.masks = {k: jnp.broadcast_to(v, (self.seeds, *v.shape)) for k, v in full.items()}
+        pre = _unpruned_preacts(arch, params, self.masks, x)
+        readout = arch.index(arch.readout_layer)
+        self.pre: dict[int, jax.Array] = dict(enumerate(pre))
+        feats = jax.nn.relu(pre[readout]).reshape(self.seeds, x.shape[0], -1)
+        self.fit = _make_fits(feats, target_rsm, config.metric, config.rsm_method)
+        self.baseline = np.asarray(jax.vmap(lambda f, r: f(r))(self.fit, feats))
+        if config.threshold is not None:
+            self.threshold = np.full(self.seeds, config.threshold)
+        elif target_rsm is None:
+            self.threshold = np.full(self.seeds, 0.8)
+        else:
+            self.threshold = self.baseline.copy()
+        self.orders = {}
+        if config.rank == "once":
+            for j, z in self.pre.items():
+                self.orders[j] = [poz_order(jax.nn.relu(z[s]), config.poz_eps)
+                                  for s in range(self.seeds)]
+
+    def layer_input(self, index: int) -> jax.Array:
+        """Pre-activation of layer ``index`` under the current masks (cached, recomputed from
+        the nearest valid layer below when a lower layer was pruned since)."""
+        if index not in self.pre:
+            start = max(j for j in self.pre if j < index) if any(
+                j < index for j in self.pre) else None
+            if start is None:
+                z = _preacts_seeds(self.arch, 0, self.params, self.masks, self.x, None)
+                start = 0
+            else:
+                z = _preacts_seeds(self.arch, start, self.params, self.masks, self.x,
+                                   self.pre[start])
+            for j, zj in enumerate(z, start=start):
+                self.pre[j] = zj
+        return self.pre[index]
+
+    def order(self, index: int, a: jax.Array):
+        if self.config.rank == "once":
+            return self.orders[index]
+        return [poz_order(a[s], self.config.poz_eps) for s in range(self.seeds)]
+
+    def set_mask(self, index: int, removed: np.ndarray, orders) -> None:
+        width = self.arch.layers[index].width
+        m = np.ones((self.seeds, width), np.float32)
+        for s in range(self.seeds):
+            m[s, orders[s][0][: removed[s]]] = 0.0
+        self.masks = {**self.masks, self.arch.layers[index].name: jnp.asarray(m)}
+        for j in [j for j in self.pre if j > index]:
+            del self.pre[j]
+
+
+def _search_batch(arch, params, x, config, target_rsm, layers, sequential, progress):
+    """Search one batch of stacked seeds; returns per-seed PruneResults."""
+    t0 = time.perf_counter()
+    st = _State(arch, params, x, config, target_rsm)
+    traces: list[list[LayerTrace]] = [[] for _ in range(st.seeds)]
+    for name in tqdm(layers, desc=f"PoZ {config.direction}", disable=not progress, leave=False):
+        index = arch.index(name)
+        width = arch.layers[index].width
+        z = st.layer_input(index)
+        a = jax.nn.relu(z)
+        orders = st.order(index, a)
+        if sequential:
+            removed, scores = _layer_sequential(st, index, orders)
+        else:
+            removed, scores = _layer_vectorised(st, index, a, z, orders)
+        for s in range(st.seeds):
+            traces[s].append(LayerTrace(name, orders[s][0].tolist(),
+                                        [float(v) for v in scores[s]], int(removed[s]),
+                                        note=f"width {width}"))
+        st.set_mask(index, removed, orders)
+    final = _final_fits(st)
+    wall = time.perf_counter() - t0
+    out = []
+    for s in range(st.seeds):
+        masks = {k: np.asarray(v[s]) for k, v in st.masks.items()}
+        out.append(PruneResult(
+            method="poz", masks=masks, widths=arch.widths,
+            compression_rate=compression_rate(arch, masks), trace=traces[s],
+            direction=config.direction, threshold=float(st.threshold[s]),
+            baseline_score=float(st.baseline[s]), final_score=float(final[s]),
+            wall_time_s=wall / st.seeds,
+            config={"metric": config.metric, "rsm_method": config.rsm_method,
+                    "rank": config.rank, "stimuli": int(x.shape[0])},
+        ))
+    return out
+
+
+def _final_fits(st: _State) -> np.ndarray:
+    readout = st.arch.index(st.arch.readout_layer)
+    z = st.layer_input(readout)
+    name = st.arch.readout_layer
+    feats = jax.vmap(lambda zz, m: (jax.nn.relu(zz) * _bcast(m, zz.ndim)).reshape(zz.shape[0], -1))(
+        z, st.masks[name])
+    return np.asarray(jax.jit(jax.vmap(lambda f, r: f(r)))(st.fit, feats))
+
+
+def _layer_vectorised(st: _State, index: int, a, z, orders):
+    """Chunked candidate evaluation for all seeds; stops at the first chunk with a failure."""
+    arch, width = st.arch, st.arch.layers[index].width
+    n_cand = width - 1
+    removed = np.full(st.seeds, n_cand)
+    scores: list[list[float]] = [[] for _ in range(st.seeds)]
+    if n_cand == 0:
+        return removed, scores
+    chunk = min(st.config.chunk_size, n_cand)
+    n_chunks = -(-n_cand // chunk)
+    pad = n_chunks * chunk - n_cand
+    order = jnp.asarray(np.stack(
+        [np.concatenate([o, np.repeat(o[-1:], pad)]) for o, _ in orders]).astype(np.int32))
+    readout = arch.index(arch.readout_layer)
+    z_prev = st.layer_input(index + 1) if index < readout else z
+    done = np.zeros(st.seeds, bool)
+    k0 = np.zeros(st.seeds, np.int32)
+    while not done.all():
+        fits, z_last = _layer_chunk_seeds(arch, index, chunk, st.params, st.masks, st.fit,
+                                          a, z_prev, order, jnp.asarray(k0))
+        fits = np.asarray(fits)
+        for s in np.flatnonzero(~done):
+            valid = fits[s][: max(0, min(chunk, n_cand - k0[s]))]
+            fail = np.flatnonzero(valid < st.threshold[s])
+            scores[s].extend(valid[: fail[0] + 1 if fail.size else None].tolist())
+            if fail.size:
+                removed[s], done[s] = k0[s] + fail[0], True
+            else:
+                k0[s] += chunk
+                done[s] = k0[s] >= n_cand
+        z_prev = z_last
+    return removed, scores
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _fit_of_masks(arch, params, masks, fit, x):
+    _, acts = apply(arch, params, masks, x)
+    feats = acts[arch.readout_layer]
+    return fit(feats.reshape(feats.shape[0], -1))
+
+
+def _layer_sequential(st: _State, index: int, orders):
+    """The reference: one full forward pass per candidate, stop at the first failure."""
+    name, width = st.arch.layers[index].name, st.arch.layers[index].width
+    removed = np.zeros(st.seeds, int)
+    scores: list[list[float]] = [[] for _ in range(st.seeds)]
+    for s in range(st.seeds):
+        params = jax.tree.map(lambda p, s=s: p[s], st.params)
+        masks = {k: v[s] for k, v in st.masks.items()}
+        fit = jax.tree.map(lambda t, s=s: t[s], st.fit)
+        mask = np.ones(width, np.float32)
+        for k in range(1, width):
+            mask[orders[s][0][k - 1]] = 0.0
+            value = float(_fit_of_masks(st.arch, params, {**masks, name: jnp.asarray(mask)},
+                                        fit, st.x))
+            scores[s].append(value)
+            if value < st.threshold[s]:
+                break
+            removed[s] = k
+    return removed, scores
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def poz_search(
+    arch: Architecture,
+    params: Params,
+    x: jax.Array,
+    config: PoZConfig | None = None,
+    *,
+    target_rsm: np.ndarray | None = None,
+    stacked: bool = False,
+    seed_batch: int = 8,
+    sequential: bool = False,
+    progress: bool = False,
+    seed_ids: Sequence[int] | None = None,
+) -> list[PruneResult]:
+    """Greedy PoZ pruning of one network (or ``stacked=True``: of S networks whose params have
+    a leading seed axis) against its unpruned readout RSM or an external ``target_rsm [n, n]``.
+
+    ``x``: stimuli ``[n, *arch.input_shape]``. Seeds are searched ``seed_batch`` at a time in one
+    vectorised program. ``sequential=True`` runs the one-candidate-at-a-time reference twin.
+    Returns one :class:`PruneResult` per seed.
+    """
+    config = config or PoZConfig()
+    layers = check_inputs(arch, x, config, target_rsm)
+    x = jnp.asarray(x, jnp.float32)
+    if not stacked:
+        params = jax.tree.map(lambda p: p[None], params)
+    seeds = jax.tree.leaves(params)[0].shape[0]
+    results: list[PruneResult] = []
+    for start in range(0, seeds, seed_batch):
+        batch = jax.tree.map(lambda p, start=start: p[start:start + seed_batch], params)
+        results += _search_batch(arch, batch, x, config, target_rsm, layers, sequential, progress)
+    for i, r in enumerate(results):
+        r.seed = int(seed_ids[i]) if seed_ids is not None else i
+    return results
+
+
+def poz_search_sequential(arch, params, x, config=None, **kwargs) -> list[PruneResult]:
+    """:func:`poz_search` with ``sequential=True``: the slow, obviously-correct reference."""
+    return poz_search(arch, params, x, config, sequential=True, **kwargs)
+
+
+def poz_search_directions(
+    arch: Architecture,
+    params: Params,
+    x: jax.Array,
+    config: PoZConfig | None = None,
+    *,
+    directions: Sequence[str] = DIRECTIONS,
+    resume_path: str | None = None,
+    **kwargs,
+) -> PoZSearch:
+    """:func:`poz_search` in each direction, with per-seed Jaccard overlap of the kept units of
+    the first two directions. With ``resume_path`` (a JSON file), finished (direction, seed)
+    results are saved as they complete and skipped when the call is repeated after an
+    interruption."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from jaxprune.masks import jaccard
+    from jaxprune.search.result import write_json
+
+    config = config or PoZConfig()
+    t0 = time.perf_counter()
+    done: dict[str, dict[int, PruneResult]] = {d: {} for d in directions}
+    if resume_path is not None and Path(resume_path).is_file():
+        saved = json.loads(Path(resume_path).read_text())
+        for d, rs in saved.get("results", {}).items():
+            if d in done:
+                done[d] = {r["seed"]: PruneResult.from_dict(r) for r in rs}
+    stacked = kwargs.get("stacked", False)
+    seeds = jax.tree.leaves(params)[0].shape[0] if stacked else 1
+    seed_batch = kwargs.pop("seed_batch", 8)
+    for d in directions:
+        cfg = dataclasses.replace(config, direction=d)
+        for start in range(0, seeds, seed_batch):
+            ids = [s for s in range(start, min(seeds, start + seed_batch)) if s not in done[d]]
+            if not ids:
+                continue
+            batch = jax.tree.map(lambda p, ids=ids: p[np.asarray(ids)], params) if stacked \
+                else params
+            for r in poz_search(arch, batch, x, cfg, seed_batch=seed_batch, seed_ids=ids,
+                                **kwargs):
+                done[d][r.seed] = r
+            if resume_path is not None:
+                write_json(resume_path, {"results": {k: [v[s].to_dict() for s in sorted(v)]
+                                                     for k, v in done.items()}})
+    results = {d: [done[d][s] for s in range(seeds)] for d in directions}
+    overlap = []
+    if len(directions) >= 2:
+        a, b = results[directions[0]], results[directions[1]]
+        overlap = [jaccard(ra.masks, rb.masks) for ra, rb in zip(a, b, strict=True)]
+    return PoZSearch(results, overlap, time.perf_counter() - t0)
