@@ -100,7 +100,8 @@ def check_inputs(
         len(arch.input_shape) == 1 and int(np.prod(shape[1:])) == arch.input_shape[0]
     ):
         raise ValueError(
-            f"stimuli have shape {shape}; {arch.family} expects [n, {', '.join(map(str, arch.input_shape))}]"
+            f"stimuli have shape {shape}; {arch.family} expects "
+            f"[n, {', '.join(map(str, arch.input_shape))}]"
         )
     if shape[0] < 3:
         raise ValueError(f"a representational similarity needs at least 3 stimuli, got {shape[0]}")
@@ -146,6 +147,7 @@ def readout_from(
 ) -> jax.Array:
     """Readout features ``[n, d]`` from the pre-activation of layer ``index``."""
     readout = arch.index(arch.readout_layer)
+    a = z
     for j in range(index, readout + 1):
         if j > index:
             z = linear(arch, params, j, transition(arch, j, a))
