@@ -177,9 +177,14 @@ def unit_contribution(
     return channel.reshape(channel.shape[0], -1) @ w_u
 
 
-def poz_order(acts: jax.Array, eps: float = 0.0) -> np.ndarray:
+@partial(jax.jit, static_argnums=1)
+def _poz(acts: jax.Array, eps: float) -> jax.Array:
+    return geometry.poz(acts, eps=eps, conv=acts.ndim == 4)
+
+
+def poz_order(acts: jax.Array, eps: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Unit indices by decreasing PoZ (ties: lower index first) and the PoZ values."""
-    values = np.asarray(geometry.poz(acts, eps=eps, conv=acts.ndim == 4))
+    values = np.asarray(_poz(acts, eps))
     return np.argsort(-values, kind="stable"), values
 
 
@@ -222,12 +227,19 @@ def _unpruned_preacts(arch, params, masks, x):
     return jax.vmap(lambda p, m: preactivations(arch, p, m, x))(params, masks)
 
 
+@partial(jax.jit, static_argnums=(2, 3))
 def _make_fits(readouts, target_rsm, metric, rsm_method) -> Fit:
     """One :class:`Fit` per seed, stacked (a pytree with a leading seed axis)."""
     if target_rsm is not None:
         one = make_fit(target_rsm=target_rsm, metric=metric, rsm_method=rsm_method)
         return jax.tree.map(lambda t: jnp.broadcast_to(t, (readouts.shape[0], *t.shape)), one)
     return jax.vmap(lambda r: make_fit(r, metric=metric, rsm_method=rsm_method))(readouts)
+
+
+def _orders(z: jax.Array, eps: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per seed, :func:`poz_order` of ``relu(z)`` (``z``: ``[S, n, ...]``), in one call."""
+    values = np.asarray(jax.vmap(lambda zz: _poz(jax.nn.relu(zz), eps))(z))
+    return [(np.argsort(-v, kind="stable"), v) for v in values]
 
 
 class _State:
@@ -241,9 +253,10 @@ class _State:
         pre = _unpruned_preacts(arch, params, self.masks, x)
         readout = arch.index(arch.readout_layer)
         self.pre: dict[int, jax.Array] = dict(enumerate(pre))
-        feats = jax.nn.relu(pre[readout]).reshape(self.seeds, x.shape[0], -1)
-        self.fit = _make_fits(feats, target_rsm, config.metric, config.rsm_method)
-        self.baseline = np.asarray(jax.vmap(lambda f, r: f(r))(self.fit, feats))
+        self.fit = _make_fits(jax.nn.relu(pre[readout]).reshape(self.seeds, x.shape[0], -1),
+                              target_rsm, config.metric, config.rsm_method)
+        self.baseline = np.asarray(_masked_fits(self.fit, pre[readout],
+                                                self.masks[arch.readout_layer]))
         if config.threshold is not None:
             self.threshold = np.full(self.seeds, config.threshold)
         elif target_rsm is None:
@@ -253,8 +266,7 @@ class _State:
         self.orders = {}
         if config.rank == "once":
             for j, z in self.pre.items():
-                self.orders[j] = [poz_order(jax.nn.relu(z[s]), config.poz_eps)
-                                  for s in range(self.seeds)]
+                self.orders[j] = _orders(z, config.poz_eps)
 
     def layer_input(self, index: int) -> jax.Array:
         """Pre-activation of layer ``index`` under the current masks (cached, recomputed from
@@ -275,7 +287,7 @@ class _State:
     def order(self, index: int, a: jax.Array):
         if self.config.rank == "once":
             return self.orders[index]
-        return [poz_order(a[s], self.config.poz_eps) for s in range(self.seeds)]
+        return _orders(a, self.config.poz_eps)
 
     def set_mask(self, index: int, removed: np.ndarray, orders) -> None:
         width = self.arch.layers[index].width
@@ -324,13 +336,18 @@ def _search_batch(arch, params, x, config, target_rsm, layers, sequential, progr
     return out
 
 
+@jax.jit
+def _masked_fits(fit: Fit, z: jax.Array, mask: jax.Array) -> jax.Array:
+    """Per seed: the fit of ``relu(z) * mask`` (z: readout pre-activations ``[S, n, ...]``)."""
+    def one(f, zz, m):
+        return f((jax.nn.relu(zz) * _bcast(m, zz.ndim)).reshape(zz.shape[0], -1))
+
+    return jax.vmap(one)(fit, z, mask)
+
+
 def _final_fits(st: _State) -> np.ndarray:
-    readout = st.arch.index(st.arch.readout_layer)
-    z = st.layer_input(readout)
-    name = st.arch.readout_layer
-    feats = jax.vmap(lambda zz, m: (jax.nn.relu(zz) * _bcast(m, zz.ndim)).reshape(zz.shape[0], -1))(
-        z, st.masks[name])
-    return np.asarray(jax.jit(jax.vmap(lambda f, r: f(r)))(st.fit, feats))
+    z = st.layer_input(st.arch.index(st.arch.readout_layer))
+    return np.asarray(_masked_fits(st.fit, z, st.masks[st.arch.readout_layer]))
 
 
 def _layer_vectorised(st: _State, index: int, a, z, orders):
