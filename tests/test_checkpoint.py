@@ -1,0 +1,215 @@
+"""Checkpoints: round trips, abstract restores, clear errors, saves that never clobber."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxprune
+from jaxprune import checkpoint as ckpt
+from jaxprune.models import architecture, available, init_params
+from jaxprune.train import TrainConfig
+
+CONFIG = {"input_shape": [8, 8, 1], "widths": [4, 6, 16, 8]}
+ARCH = architecture("lenet5_mnist", **CONFIG)
+
+
+def random_params(seed=0, arch=ARCH):
+    """Arrays shaped like ``init_params(arch, ...)`` (NumPy random: no XLA compilation)."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda: init_params(arch, jax.random.key(0)))
+    return jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(np.float32), shapes)
+
+
+def stacked_params(seeds=(0, 1)):
+    per_seed = [random_params(s) for s in seeds]
+    return jax.tree.map(lambda *a: np.stack(a), *per_seed)
+
+
+def masks_for(params):
+    masks = {name: np.ones((2, w), np.float32) for name, w in ARCH.widths.items()}
+    for m in masks.values():
+        m[:, 0] = 0.0
+    return masks
+
+
+def metadata():
+    return {
+        "seeds": [0, 1],
+        "dataset": "digits",
+        "network": {"name": "lenet5_mnist", "config": CONFIG},
+        "train_config": TrainConfig(seeds=(0, 1)).to_dict(),
+    }
+
+
+def assert_trees_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert np.asarray(u).dtype == np.asarray(v).dtype
+        np.testing.assert_array_equal(u, v)
+
+
+def test_round_trip_params_masks_metadata(tmp_path):
+    params = stacked_params()
+    masks = masks_for(params)
+    path = ckpt.save(tmp_path / "ck", params, masks, metadata(), arch=ARCH)
+    assert ckpt.is_checkpoint(path)
+
+    plain = ckpt.restore(path)  # no abstract tree: nested dicts
+    assert_trees_equal(plain.params, params)
+    assert_trees_equal(plain.masks, masks)
+    assert plain.state is None
+
+    restored = ckpt.restore(path, ckpt.abstract_tree(params),
+                            abstract_masks=ckpt.abstract_tree(masks))
+    assert_trees_equal(restored.params, params)
+    assert_trees_equal(restored.masks, masks)
+
+    meta = restored.metadata
+    assert meta["jaxprune_version"] == jaxprune.__version__
+    assert meta["seeds"] == [0, 1] and meta["dataset"] == "digits"
+    assert TrainConfig.from_dict(meta["train_config"]) == TrainConfig(seeds=(0, 1))
+    assert meta["arrays"]["params"]["conv1/kernel"] == {"shape": [2, 3, 3, 1, 4],
+                                                       "dtype": "float32"}
+    # the architecture comes back exactly, and from the network name and config as well
+    assert restored.architecture == ARCH
+    net = meta["network"]
+    assert architecture(net["name"], **net["config"]) == ARCH
+    assert ckpt.read_metadata(path) == meta
+    # without masks
+    only = ckpt.restore(ckpt.save(tmp_path / "p", params), ckpt.abstract_tree(params))
+    assert only.masks is None and only.architecture is None
+
+
+def test_state_with_optimizer_named_tuples(tmp_path):
+    params = random_params()
+    opt = optax.adam(1e-3).init(params)
+    state = {"opt_state": opt, "active": jnp.array([True, False]), "epoch": jnp.int32(4)}
+    path = ckpt.save(tmp_path / "ck", params, state=state)
+    restored = ckpt.restore(path, ckpt.abstract_tree(params),
+                            abstract_state=ckpt.abstract_tree(state))
+    assert_trees_equal(restored.state, state)
+    assert isinstance(restored.state["opt_state"][0], optax.ScaleByAdamState)
+    # only the params' abstract given: the state comes back as plain containers
+    partial = ckpt.restore(path, ckpt.abstract_tree(params))
+    assert_trees_equal(partial.params, params)
+    np.testing.assert_array_equal(partial.state["opt_state"][0]["mu"]["fc1"]["kernel"],
+                                  opt[0].mu["fc1"]["kernel"])
+
+
+@pytest.mark.parametrize("name", available())
+def test_architecture_dict_round_trip(name):
+    arch = architecture(name)
+    data = ckpt.arch_to_dict(arch)
+    assert json.loads(json.dumps(data)) == data
+    assert ckpt.arch_from_dict(data) == arch
+    pruned = arch.with_widths({arch.layers[0].name: 3})
+    assert ckpt.arch_from_dict(ckpt.arch_to_dict(pruned)) == pruned
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(ckpt.CheckpointNotFoundError, match="no checkpoint at .*nothing"):
+        ckpt.restore(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError):  # also a FileNotFoundError
+        ckpt.read_metadata(tmp_path / "nothing")
+
+
+# orbax/tensorstore may finish a failed read's callbacks after its event loop closed
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_truncated_checkpoints(tmp_path):
+    params = stacked_params()
+    # no metadata file: an interrupted save / not a checkpoint
+    path = ckpt.save(tmp_path / "a", params)
+    (path / ckpt.METADATA_FILE).unlink()
+    with pytest.raises(ckpt.CheckpointCorruptError, match="metadata.json is missing"):
+        ckpt.restore(path)
+    # a truncated metadata file
+    path = ckpt.save(tmp_path / "b", params)
+    text = (path / ckpt.METADATA_FILE).read_text()
+    (path / ckpt.METADATA_FILE).write_text(text[: len(text) // 2])
+    with pytest.raises(ckpt.CheckpointCorruptError, match="truncated or not valid JSON"):
+        ckpt.restore(path)
+    # truncated array files
+    path = ckpt.save(tmp_path / "c", params)
+    data_files = [f for f in (path / ckpt.ARRAYS_DIR).rglob("*")
+                  if f.is_file() and f.parent.name == "d"]
+    assert data_files
+    for f in data_files:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(ckpt.CheckpointCorruptError, match="could not be read"):
+        ckpt.restore(path, ckpt.abstract_tree(params))
+    # the array folder is gone
+    path = ckpt.save(tmp_path / "d", params)
+    shutil.rmtree(path / ckpt.ARRAYS_DIR)
+    with pytest.raises(ckpt.CheckpointCorruptError, match="arrays/ is missing"):
+        ckpt.restore(path)
+
+
+def test_mismatched_abstract_tree(tmp_path):
+    params = stacked_params()
+    path = ckpt.save(tmp_path / "ck", params, masks_for(params))
+    wrong_shape = ckpt.abstract_tree(stacked_params(seeds=(0, 1, 2)))
+    with pytest.raises(ckpt.CheckpointMismatchError,
+                       match=r"params/conv1/kernel: checkpoint has shape \(2, 3, 3, 1, 4\) "
+                             r"float32, expected \(3, 3, 3, 1, 4\) float32"):
+        ckpt.restore(path, wrong_shape)
+    other = architecture("lenet5_mnist", input_shape=(8, 8, 1), widths=(4, 6, 16, 9))
+    with pytest.raises(ckpt.CheckpointMismatchError, match="fc2/kernel"):
+        ckpt.restore(path, jax.eval_shape(lambda: init_params(other, jax.random.key(0))))
+    missing = ckpt.abstract_tree(params)
+    missing["extra"] = {"kernel": jax.ShapeDtypeStruct((2, 3), jnp.float32)}
+    with pytest.raises(ckpt.CheckpointMismatchError, match=r"not in the checkpoint: \['extra"):
+        ckpt.restore(path, missing)
+    as_int = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.int32),
+                          ckpt.abstract_tree(params))
+    with pytest.raises(ckpt.CheckpointMismatchError, match="expected .* int32"):
+        ckpt.restore(path, as_int)
+    with pytest.raises(ckpt.CheckpointMismatchError, match="has no state"):
+        ckpt.restore(path, abstract_state={"epoch": jax.ShapeDtypeStruct((), jnp.int32)})
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ck"
+    old = stacked_params()
+    ckpt.save(path, old, metadata={"round": 1})
+    new = jax.tree.map(lambda a: a + 1.0, old)
+
+    def broken(directory, text):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "_write_metadata", broken)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save(path, new, metadata={"round": 2})
+    monkeypatch.undo()
+    restored = ckpt.restore(path, ckpt.abstract_tree(old))
+    assert_trees_equal(restored.params, old)
+    assert restored.metadata["round"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary folders left
+    # metadata that is not JSON fails before anything is written
+    with pytest.raises(ValueError, match="not JSON-serialisable"):
+        ckpt.save(path, new, metadata={"round": object()})
+    with pytest.raises(ValueError, match="reserved"):
+        ckpt.save(path, new, metadata={"arrays": 1})
+    assert ckpt.restore(path).metadata["round"] == 1
+    # a successful save replaces it
+    ckpt.save(path, new, metadata={"round": 3})
+    assert_trees_equal(ckpt.restore(path, ckpt.abstract_tree(new)).params, new)
+    # a folder that is not a checkpoint is never replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ckpt.CheckpointError, match="not a jaxprune checkpoint"):
+        ckpt.save(tmp_path / "mine", new)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_save_interrupted_between_renames_is_recovered(tmp_path):
+    params = stacked_params()
+    path = ckpt.save(tmp_path / "ck", params)
+    path.rename(tmp_path / ".ck.old-deadbeef")  # as if killed after moving the old one away
+    with pytest.warns(UserWarning, match="interrupted save"):
+        restored = ckpt.restore(tmp_path / "ck", ckpt.abstract_tree(params))
+    assert_trees_equal(restored.params, params)
