@@ -157,9 +157,10 @@ def same(a, b):
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--stimuli", type=int, help="stimuli of the protocol (default 5000)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/search_cost.json"))
     args = parser.parse_args(argv)
-    n = 500 if args.quick else 5000
+    n = args.stimuli or (500 if args.quick else 5000)
     steps = 100 if args.quick else 1500
     scaling_n = [250, 500, 1000] if args.quick else [1000, 5000, 20000, 50000]
     seeds_many = 2 if args.quick else 50
