@@ -180,7 +180,8 @@ class TrainResult:
         return out
 
     def summary(self) -> str:
-        """A few lines: seed mean ± sd of the final metrics, best epochs, early stops."""
+        """A few lines: mean ± sd over seeds (ddof=1) of the final metrics, best epochs and
+        early stops."""
         c = self.config
         opt = f"{c.optimizer} lr={c.learning_rate:g}"
         if c.optimizer == "sgd" and c.momentum:
@@ -192,9 +193,13 @@ class TrainResult:
         ]
         final = self.final()
 
-        def ms(v):
+        def ms(v, digits=4):
+            v = np.asarray(v, np.float64)
             v = v[np.isfinite(v)]
-            return "n/a" if v.size == 0 else f"{v.mean():.4f} ± {v.std():.4f}"
+            if v.size == 0:
+                return "n/a"
+            sd = v.std(ddof=1) if v.size > 1 else 0.0
+            return f"{v.mean():.{digits}f} ± {sd:.{digits}f}"
 
         for split in ("train", "val", "test"):
             acc, loss = final[f"{split}_accuracy"], final[f"{split}_loss"]
@@ -203,7 +208,7 @@ class TrainResult:
         if np.any(self.best_epoch >= 0):
             stopped = int(np.sum(self.stopped_epoch >= 0))
             lines.append(
-                f"  best epoch {np.mean(self.best_epoch):.1f} ± {np.std(self.best_epoch):.1f}; "
+                f"  best epoch {ms(self.best_epoch, 1)}; "
                 f"stopped early: {stopped}/{len(c.seeds)}"
             )
         return "\n".join(lines)
