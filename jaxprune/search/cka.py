@@ -425,7 +425,7 @@ def make_scorer(
     kernel: str = "linear",
     debiased: bool = False,
     sigma: float | None = None,
-    chunk_size: int = 64,
+    chunk_size: int = 16,
     sequential: bool = False,
 ) -> Scorer:
     """``mask [width] -> scores [width]``: the CKA of removing each remaining unit of ``layer``
@@ -463,6 +463,8 @@ def greedy(
     scores: list[float] = []
     for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
         values = scorer(mask)
+        if np.isnan(values).any():
+            raise FloatingPointError("CKA scores are NaN: are the stimuli or weights finite?")
         u = int(np.argmax(values >= np.max(values) - tie_tol))
         order.append(u)
         scores.append(float(values[u]))
@@ -495,7 +497,7 @@ def cka_prune(
     sigma: float | None = None,
     masks: Mapping[str, Any] | None = None,
     direction: str = "bottom-up",
-    chunk_size: int = 64,
+    chunk_size: int = 16,
     sequential: bool = False,
     seed: int | None = None,
     progress: bool = False,
@@ -565,7 +567,7 @@ def candidate_cka(
     *,
     reference_masks: Mapping[str, Any] | None = None,
     sequential: bool = False,
-    chunk_size: int = 64,
+    chunk_size: int = 16,
     **options,
 ) -> np.ndarray:
     """CKA of removing each unit of ``layer`` from the network under ``masks`` → ``[width]``

@@ -285,7 +285,7 @@ def prune_command(
     :class:`PruneResult`.
     """
     if isinstance(data, str):
-        data = Splits.load(data, data_dir)
+        data = Splits.load(data, data_dir, flatten=len(arch.input_shape) == 1)
     config = IterativeConfig(method, fraction, iterations, None if layers is None
                              else tuple(layers), stimuli, probe, dict(options))
     result = iterative_prune(arch, params, data, config, fine_tune_config, seeds=seeds,
