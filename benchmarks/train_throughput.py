@@ -5,10 +5,15 @@ lr 1e-3), each trained for the same fixed number of minibatch steps:
 
 - ``jax_stacked``: :func:`jaxprune.train.fit` with ``seeds=range(S)``: every step updates the
   S networks in one jit-compiled, vmapped program (each seed with its own data order);
+- ``jax_fit_seed_loop``: one ``fit`` of S seeds with ``seed_batching="loop"`` (the seeds
+  run one after another through the one-seed program inside ``fit``);
 - ``jax_sequential``: ``fit`` with one seed at a time, S calls one after another (the
   program is compiled once and reused);
 - ``torch_sequential``: a plain PyTorch loop (LeNet5 written here, ``torch.optim.Adam``,
-  ``torch.set_num_threads(cores)``), the S networks one after another.
+  ``torch.set_num_threads(cores)``), the S networks one after another, in a separate process
+  (XLA's idle CPU threads would otherwise starve PyTorch's); ``torch_sequential_1thread``
+  the same with one thread (PyTorch with as many threads as cores collapses, up to 50x, when
+  another process holds a core, so this figure is given too).
 
 Data: synthetic random images (standard normal float32) and random labels; throughput does
 not depend on pixel values. Validation and checkpoints are off (``val_fraction=0``), so only
@@ -17,12 +22,14 @@ training steps are timed.
 Timing: a fixed number of steps per network (``--steps``, by default smaller for larger S),
 not full epochs; rates are images per second (S x steps x 64 / seconds) and
 ``extrapolated_cifar_epoch_s`` extrapolates them to one epoch of the 50,000 CIFAR-10 training
-images for all S networks. ``fit``'s first epoch is the cold one (trace + compile + run); the
-warm figure is the fastest later epoch; ``compile_s`` sums JAX's own compile events (tracing,
-lowering, XLA compilation; ``jax.monitoring``) during the cold call. Sequential JAX: the
-first network is the cold one; the others are timed warm (wall time of the ``fit`` calls,
-per-call overhead included, and ``train_s``: the sum of their epoch times). PyTorch: one
-warm-up network (not timed), then S networks.
+images for all S networks. Stacked: ``fit``'s first epoch is the cold one (trace + compile +
+run), the warm figure is the fastest of ``repeats`` later epochs. ``compile_s`` sums JAX's
+own compile events (tracing, lowering, XLA compilation; ``jax.monitoring``) during the cold
+call. Sequential JAX: a first (cold) network timed apart, then the S networks timed warm
+(wall time of the ``fit`` calls, per-call overhead included; ``train_s`` is the sum of their
+epoch times), the fastest of ``repeats`` passes. PyTorch: one warm-up network (not timed),
+then the S networks, the fastest of ``repeats`` passes. Best-of-``repeats`` damps the noise
+of a shared machine (the load average at start and end is recorded).
 
 Usage::
 
@@ -36,6 +43,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -52,8 +61,8 @@ from jaxprune.train import TrainConfig, fit, use_scan
 BATCH = 64
 LR = 1e-3
 CIFAR_TRAIN = 50_000
-FULL = {"seeds": [1, 8, 50], "steps": {1: 60, 8: 12, 50: 4}, "warm_epochs": {1: 2, 8: 2, 50: 1}}
-QUICK = {"seeds": [1, 8], "steps": {1: 8, 8: 2}, "warm_epochs": {1: 1, 8: 1}}
+FULL = {"seeds": [1, 8, 50], "steps": {1: 60, 8: 12, 50: 4}, "repeats": 3}
+QUICK = {"seeds": [1, 8], "steps": {1: 8, 8: 2}, "repeats": 1}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 
 
@@ -65,9 +74,9 @@ def synthetic_data(steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
             rng.integers(0, 10, n).astype(np.int32))
 
 
-def config(seeds, epochs: int) -> TrainConfig:
+def config(seeds, epochs: int, seed_batching: str = "vmap") -> TrainConfig:
     return TrainConfig(optimizer="adam", learning_rate=LR, batch_size=BATCH, epochs=epochs,
-                       val_fraction=0.0, seeds=tuple(seeds))
+                       val_fraction=0.0, seeds=tuple(seeds), seed_batching=seed_batching)
 
 
 class CompileTimer:
@@ -98,11 +107,13 @@ class CompileTimer:
 COMPILE = CompileTimer()
 
 
-def jax_stacked(arch, x, y, n_seeds: int, warm_epochs: int) -> dict[str, Any]:
+def jax_stacked(arch, x, y, n_seeds: int, warm_epochs: int,
+                seed_batching: str = "vmap") -> dict[str, Any]:
     """One ``fit`` of S seeds: epoch 0 cold, the fastest of the next ``warm_epochs`` warm."""
     t0 = time.perf_counter()
     result, compile_s = COMPILE.measure(
-        fit, arch, x, y, config(range(n_seeds), 1 + warm_epochs), progress=False, verbose=False)
+        fit, arch, x, y, config(range(n_seeds), 1 + warm_epochs, seed_batching),
+        progress=False, verbose=False)
     wall = time.perf_counter() - t0
     cold, warm = result.epoch_seconds[0], min(result.epoch_seconds[1:])
     images = n_seeds * x.shape[0]
@@ -110,19 +121,22 @@ def jax_stacked(arch, x, y, n_seeds: int, warm_epochs: int) -> dict[str, Any]:
             "fit_wall_s": wall, "images_per_s": images / warm}
 
 
-def jax_sequential(arch, x, y, n_seeds: int) -> dict[str, Any]:
-    """S ``fit`` calls of one seed each; the first (cold) is timed apart from the rest."""
+def jax_sequential(arch, x, y, n_seeds: int, repeats: int) -> dict[str, Any]:
+    """S ``fit`` calls of one seed each, after a first (cold) call timed apart; the fastest
+    of ``repeats`` passes over the S networks."""
     t0 = time.perf_counter()
     first, compile_s = COMPILE.measure(fit, arch, x, y, config([0], 1), progress=False,
                                        verbose=False)
     cold_wall = time.perf_counter() - t0
-    # a second network warm (also what S = 1 is measured on)
-    t0 = time.perf_counter()
-    train_s = 0.0
-    for seed in range(1, n_seeds + 1):
-        train_s += fit(arch, x, y, config([seed], 1), progress=False,
-                       verbose=False).epoch_seconds[0]
-    wall = time.perf_counter() - t0
+    passes = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        train_s = 0.0
+        for seed in range(1, n_seeds + 1):
+            train_s += fit(arch, x, y, config([seed], 1), progress=False,
+                           verbose=False).epoch_seconds[0]
+        passes.append((time.perf_counter() - t0, train_s))
+    wall, train_s = min(passes)
     images = n_seeds * x.shape[0]
     return {"cold_first_network_s": first.epoch_seconds[0], "cold_first_fit_wall_s": cold_wall,
             "compile_s": compile_s,
@@ -163,15 +177,32 @@ def torch_train_one(seed: int, x: torch.Tensor, y: torch.Tensor, steps: int) -> 
         opt.step()
 
 
-def torch_sequential(x_np, y_np, n_seeds: int, steps: int) -> dict[str, Any]:
+def torch_sequential(x_np, y_np, n_seeds: int, steps: int, repeats: int) -> dict[str, Any]:
+    """The S networks one after another (after a warm-up network); the fastest of
+    ``repeats`` passes."""
     x = torch.from_numpy(np.ascontiguousarray(x_np.transpose(0, 3, 1, 2)))
     y = torch.from_numpy(y_np.astype(np.int64))
     torch_train_one(10_000, x, y, steps)  # warm-up, not timed
-    t0 = time.perf_counter()
-    for seed in range(n_seeds):
-        torch_train_one(seed, x, y, steps)
-    wall = time.perf_counter() - t0
-    return {"wall_s": wall, "images_per_s": n_seeds * steps * BATCH / wall}
+    walls = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for seed in range(n_seeds):
+            torch_train_one(seed, x, y, steps)
+        walls.append(time.perf_counter() - t0)
+    wall = min(walls)
+    return {"wall_s": wall, "wall_s_all_passes": walls,
+            "images_per_s": n_seeds * steps * BATCH / wall}
+
+
+def torch_sequential_subprocess(n_seeds: int, steps: int, repeats: int,
+                                threads: int) -> dict[str, Any]:
+    """:func:`torch_sequential` in a fresh Python process: XLA's CPU worker threads keep
+    spinning for a while after JAX work and starve PyTorch's threads in the same process
+    (measured here: 137 vs 7,800 images/s)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--torch-worker",
+           str(n_seeds), str(steps), str(repeats), str(threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def machine_info() -> dict[str, Any]:
@@ -186,7 +217,7 @@ def machine_info() -> dict[str, Any]:
         "jax_devices": [str(d) for d in jax.devices()],
         "jax_epoch_as_scan": use_scan(TrainConfig()),
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": os.cpu_count() or 1,
         "jaxprune": jaxprune.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
@@ -197,8 +228,17 @@ def main(argv=None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="S = 1, 8 and few steps (< 1 min)")
     parser.add_argument("--seeds", type=int, nargs="+", help="the values of S to run")
     parser.add_argument("--steps", type=int, help="steps per network for every S")
+    parser.add_argument("--repeats", type=int, help="timed repeats per method (fastest kept)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--torch-worker", type=int, nargs=4, help=argparse.SUPPRESS,
+                        metavar=("S", "STEPS", "REPEATS", "THREADS"))
     args = parser.parse_args(argv)
+    if args.torch_worker:  # the PyTorch measurement, in its own process; prints JSON
+        n_seeds, steps, repeats, threads = args.torch_worker
+        torch.set_num_threads(threads)
+        x, y = synthetic_data(steps)
+        print(json.dumps(torch_sequential(x, y, n_seeds, steps, repeats)))
+        return {}
     plan = QUICK if args.quick else FULL
     seeds = args.seeds or plan["seeds"]
     torch.set_num_threads(os.cpu_count() or 1)
@@ -208,13 +248,16 @@ def main(argv=None) -> dict[str, Any]:
     rows = []
     for n_seeds in seeds:
         steps = args.steps or plan["steps"].get(n_seeds, 4)
-        warm_epochs = plan["warm_epochs"].get(n_seeds, 1)
+        repeats = args.repeats or plan["repeats"]
         x, y = synthetic_data(steps)
         row: dict[str, Any] = {"S": n_seeds, "steps_per_network": steps,
                                "images_per_network": steps * BATCH}
-        row["jax_stacked"] = jax_stacked(arch, x, y, n_seeds, warm_epochs)
-        row["jax_sequential"] = jax_sequential(arch, x, y, n_seeds)
-        row["torch_sequential"] = torch_sequential(x, y, n_seeds, steps)
+        row["jax_stacked"] = jax_stacked(arch, x, y, n_seeds, repeats)
+        row["jax_fit_seed_loop"] = jax_stacked(arch, x, y, n_seeds, repeats, "loop")
+        row["jax_sequential"] = jax_sequential(arch, x, y, n_seeds, repeats)
+        cores = os.cpu_count() or 1
+        row["torch_sequential"] = torch_sequential_subprocess(n_seeds, steps, repeats, cores)
+        row["torch_sequential_1thread"] = torch_sequential_subprocess(n_seeds, steps, repeats, 1)
         stacked = row["jax_stacked"]["images_per_s"]
         sequential = row["jax_sequential"]["images_per_s"]
         torch_rate = row["torch_sequential"]["images_per_s"]
@@ -222,6 +265,10 @@ def main(argv=None) -> dict[str, Any]:
             "stacked_vs_jax_sequential": stacked / sequential,
             "stacked_vs_torch_sequential": stacked / torch_rate,
             "jax_sequential_vs_torch_sequential": sequential / torch_rate,
+            "stacked_vs_torch_sequential_1thread":
+                stacked / row["torch_sequential_1thread"]["images_per_s"],
+            "fit_seed_loop_vs_jax_sequential":
+                row["jax_fit_seed_loop"]["images_per_s"] / sequential,
         }
         row["extrapolated_cifar_epoch_s"] = {
             name: n_seeds * CIFAR_TRAIN / rate
@@ -230,8 +277,10 @@ def main(argv=None) -> dict[str, Any]:
         }
         rows.append(row)
         print(f"S={n_seeds:3d} steps={steps:3d}  img/s: stacked {stacked:8.1f} "
+              f"(seed loop {row['jax_fit_seed_loop']['images_per_s']:.1f}) "
               f"(compile {row['jax_stacked']['compile_s']:.1f} s)  jax sequential "
-              f"{sequential:8.1f}  torch sequential {torch_rate:8.1f}  stacked/sequential "
+              f"{sequential:8.1f}  torch sequential {torch_rate:8.1f} (1 thread "
+              f"{row['torch_sequential_1thread']['images_per_s']:.1f})  stacked/sequential "
               f"{stacked / sequential:.2f}", flush=True)
     info["load_average_end"] = list(os.getloadavg())
     largest = rows[-1]
@@ -245,10 +294,14 @@ def main(argv=None) -> dict[str, Any]:
         "data": "synthetic: standard normal float32 images, random labels "
                 "(throughput does not depend on pixel values)",
         "timing": "fixed number of steps per network (steps_per_network), not full epochs; "
-                  "per-image rates extrapolated to a 50,000-image CIFAR-10 epoch",
+                  "fastest of `repeats` timed repeats per method; per-image rates "
+                  "extrapolated to a 50,000-image CIFAR-10 epoch",
+        "repeats": args.repeats or plan["repeats"],
         "speedup_vs_sequential": largest["ratios"]["stacked_vs_jax_sequential"],
         "speedup_vs_sequential_S": largest["S"],
         "speedup_vs_torch_sequential": largest["ratios"]["stacked_vs_torch_sequential"],
+        "speedup_vs_torch_sequential_1thread":
+            largest["ratios"]["stacked_vs_torch_sequential_1thread"],
         "machine": info,
         "results": rows,
         "total_runtime_s": time.perf_counter() - t_start,
@@ -256,7 +309,8 @@ def main(argv=None) -> dict[str, Any]:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
     print(f"S={largest['S']}: stacked / sequential JAX = {out['speedup_vs_sequential']:.2f}, "
-          f"stacked / sequential PyTorch = {out['speedup_vs_torch_sequential']:.2f}; "
+          f"stacked / sequential PyTorch = {out['speedup_vs_torch_sequential']:.2f} "
+          f"(1 thread: {out['speedup_vs_torch_sequential_1thread']:.2f}); "
           f"wrote {args.out} ({out['total_runtime_s']:.0f} s)")
     return out
 

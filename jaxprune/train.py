@@ -64,7 +64,11 @@ class TrainConfig:
     ``restore_best``: return the best-validation parameters rather than the last ones.
     ``weight_decay``: L2 penalty added to the gradient. ``eval_batch_size``: examples per
     seed per evaluation chunk. ``scan``: run an epoch as one ``lax.scan`` (True) or as one
-    jit call per step (False); None: scan except on CPU (see :func:`use_scan`). The last
+    jit call per step (False); None: scan except on CPU (see :func:`use_scan`).
+    ``seed_batching``: "vmap" trains the S seeds in one vmapped program; "loop" runs them one
+    after another through the one-seed program, with the same results (faster on CPU, where
+    XLA runs the grouped convolutions that vmap makes of per-seed conv layers several times
+    slower per image; see ``benchmarks/train_throughput.py``). The last
     ``n_train % batch_size`` examples of each epoch's shuffled order are skipped (a different
     subset each epoch).
     """
@@ -84,11 +88,14 @@ class TrainConfig:
     seeds: tuple[int, ...] = (0,)
     eval_batch_size: int = 256
     scan: bool | None = None
+    seed_batching: Literal["vmap", "loop"] = "vmap"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.seed_batching not in ("vmap", "loop"):
+            raise ValueError(f"seed_batching must be 'vmap' or 'loop', got {self.seed_batching!r}")
         if self.monitor not in ("loss", "accuracy"):
             raise ValueError(f"monitor must be 'loss' or 'accuracy', got {self.monitor!r}")
         if not self.seeds:
@@ -452,11 +459,19 @@ def use_scan(config: TrainConfig) -> bool:
     return config.scan if config.scan is not None else jax.default_backend() != "cpu"
 
 
-def _train_epoch(arch, tx, config, batch_size, params, opt_state, active, masks, weight_masks,
-                 x, y, train_idx, seeds, epoch):
-    """One epoch of every seed (see :func:`_step`); returns params, optimizer states and the
-    mean minibatch loss and accuracy ``[S]``."""
-    batches = _epoch_batches(train_idx, seeds, epoch, batch_size)
+def _slice(tree: PyTree, s: int) -> PyTree:
+    """Seed ``s`` of a stacked tree, keeping a seed axis of length 1."""
+    return jax.tree.map(lambda a: a[s:s + 1], tree)
+
+
+def _concat(trees: list[PyTree]) -> PyTree:
+    return jax.tree.map(lambda *a: jnp.concatenate(a), *trees)
+
+
+def _run_epoch(arch, tx, config, params, opt_state, active, masks, weight_masks, x, y, seeds,
+               epoch, batches):
+    """The steps ``batches [steps, S, B]`` of every seed in one vmapped program (a scan, or
+    one jit call per step); returns params, optimizer states, mean loss and accuracy [S]."""
     if use_scan(config):
         return _train_epoch_scan(arch, tx, params, opt_state, active, masks, weight_masks, x, y,
                                  seeds, epoch, batches)
@@ -468,6 +483,28 @@ def _train_epoch(arch, tx, config, batch_size, params, opt_state, active, masks,
         losses.append(loss)
         accs.append(acc)
     return params, opt_state, jnp.mean(jnp.stack(losses), 0), jnp.mean(jnp.stack(accs), 0)
+
+
+def _train_epoch(arch, tx, config, batch_size, params, opt_state, active, masks, weight_masks,
+                 x, y, train_idx, seeds, epoch):
+    """One epoch of every seed (see :func:`_step`); returns params, optimizer states and the
+    mean minibatch loss and accuracy ``[S]``. With ``config.seed_batching == "loop"`` the
+    seeds run one after another through the one-seed program (stopped seeds are skipped)."""
+    batches = _epoch_batches(train_idx, seeds, epoch, batch_size)
+    n_seeds = batches.shape[1]
+    if config.seed_batching == "vmap" or n_seeds == 1:
+        return _run_epoch(arch, tx, config, params, opt_state, active, masks, weight_masks, x, y,
+                          seeds, epoch, batches)
+    outs = []
+    nan = jnp.full((1,), jnp.nan, jnp.float32)
+    for s, on in enumerate(np.asarray(active)):
+        if not on:
+            outs.append((_slice(params, s), _slice(opt_state, s), nan, nan))
+            continue
+        outs.append(_run_epoch(arch, tx, config, _slice(params, s), _slice(opt_state, s),
+                               active[s:s + 1], _slice(masks, s), _slice(weight_masks, s),
+                               x, y, seeds[s:s + 1], epoch, batches[:, s:s + 1]))
+    return tuple(_concat(list(parts)) for parts in zip(*outs, strict=True))
 
 
 @jax.jit
@@ -662,8 +699,16 @@ def fit(
             state = jax.tree.map(jnp.asarray, restored)
 
     def evaluate_set(params, xs, ys, idx):
-        correct, loss = _evaluate_indices(arch, params, masks_s, wmasks_s, xs, ys, idx,
-                                          min(config.eval_batch_size, idx.shape[-1]))
+        chunk = min(config.eval_batch_size, idx.shape[-1])
+        if config.seed_batching == "vmap" or n_seeds == 1:
+            correct, loss = _evaluate_indices(arch, params, masks_s, wmasks_s, xs, ys, idx,
+                                              chunk)
+        else:  # one seed at a time through the one-seed program
+            parts = [_evaluate_indices(arch, _slice(params, s), _slice(masks_s, s),
+                                       _slice(wmasks_s, s), xs, ys,
+                                       idx[s:s + 1] if idx.ndim == 2 else idx, chunk)
+                     for s in range(n_seeds)]
+            correct, loss = (jnp.concatenate(v) for v in zip(*parts, strict=True))
         return np.asarray(correct / idx.shape[-1]), np.asarray(loss / idx.shape[-1])
 
     patience = -1 if config.patience is None else config.patience
@@ -761,4 +806,5 @@ __all__ = [
     "is_stacked",
     "make_optimizer",
     "stream_key",
+    "use_scan",
 ]

@@ -38,6 +38,14 @@ def test_stack_equals_alone_with_per_seed_early_stopping(digits):
     assert alone.stopped_epoch[0] == stack.stopped_epoch[0]
     for a, b in zip(jax.tree.leaves(stack.params), jax.tree.leaves(alone.params), strict=True):
         np.testing.assert_allclose(a[0], b[0], atol=1e-5, rtol=0)
+    # seeds one after another through the one-seed program: the same networks as alone
+    looped = fit(MLP, x, y, TrainConfig(**{**cfg.to_dict(), "seed_batching": "loop"}),
+                 progress=False, verbose=False)
+    np.testing.assert_array_equal(looped.stopped_epoch, stack.stopped_epoch)
+    for a, b, c in zip(jax.tree.leaves(looped.params), jax.tree.leaves(alone.params),
+                       jax.tree.leaves(stack.params), strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_allclose(a, c, atol=1e-5, rtol=0)
     e = alone.epochs_run
     for name in ("val_loss", "train_accuracy"):
         np.testing.assert_allclose(stack.history[name][:e, 0], alone.history[name][:, 0],
@@ -183,6 +191,26 @@ def test_masked_fine_tune_keeps_removed_units_removed(digits):
         assert np.all(np.asarray(acts["conv2"])[..., removed["conv2"]] == 0.0)
 
 
+def test_weight_masks_and_explicit_validation_set(digits):
+    x, y = digits
+    cfg = TrainConfig(seeds=(0, 1), epochs=2, batch_size=32, learning_rate=1e-2)
+    init = fit(MLP, x[:400], y[:400], TrainConfig(seeds=(0, 1), epochs=0), progress=False,
+               verbose=False).params
+    wmask = jax.tree.map(lambda a: np.ones(a.shape[1:], np.float32), init)
+    wmask["fc1"]["kernel"][::2] = 0.0  # cut every other input pixel's connections
+    val = (x[1500:], y[1500:])
+    result = fit(MLP, x[:400], y[:400], cfg, val=val, weight_masks=wmask, progress=False,
+                 verbose=False)
+    cut = wmask["fc1"]["kernel"] == 0
+    kernel, kernel0 = np.asarray(result.params["fc1"]["kernel"]), np.asarray(init["fc1"]["kernel"])
+    np.testing.assert_array_equal(kernel[:, cut], kernel0[:, cut])  # zero gradient
+    assert not np.array_equal(kernel[:, ~cut], kernel0[:, ~cut])
+    metrics = evaluate(MLP, result.params, *val, weight_masks=wmask)
+    final = result.final()
+    np.testing.assert_allclose(metrics.accuracy, final["val_accuracy"], atol=1e-6)
+    np.testing.assert_allclose(metrics.loss, final["val_loss"], rtol=1e-5)
+
+
 class Interrupt(Exception):
     pass
 
@@ -230,7 +258,8 @@ def test_train_config_round_trip_and_validation():
     assert cfg.seeds == (1, 2)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     for bad in ({"optimizer": "rmsprop"}, {"seeds": ()}, {"seeds": (1, 1)},
-                {"val_fraction": 1.0}, {"patience": 0}, {"monitor": "f1"}):
+                {"val_fraction": 1.0}, {"patience": 0}, {"monitor": "f1"},
+                {"seed_batching": "pmap"}):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
     with pytest.raises(TypeError, match="floating"):
