@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from jaxprune import checkpoint, models, report
@@ -144,7 +143,3 @@ def run_main(config: MainConfig) -> dict[str, Any]:
     print(text)
     print(f"\nwrote {out / 'summary.json'} and {figure} ({summary['wall_time_s']:.0f} s)")
     return summary
-
-
-def seeds_of(params: Params) -> int:
-    return int(jax.tree.leaves(params)[0].shape[0])

@@ -74,12 +74,7 @@ def plot_traces(results: dict[str, list[PruneResult]], path: str | Path) -> Path
         ax.set(title=f"PoZ pruning, {direction}", xlabel="candidate removal (cumulative)",
                ylabel=f"fit to target ({rs[0].config.get('metric', 'r2')})")
         ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_curve(curve, path: str | Path) -> Path:
@@ -100,6 +95,13 @@ def plot_curve(curve, path: str | Path) -> Path:
     ax.set(xlabel=f"fraction of {curve.layer} removed", ylabel="fit to target",
            title=f"PoZ fraction curve: {curve.layer}")
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,10 +13,10 @@ import numpy as np
 
 from jaxprune.masks import full_masks
 from jaxprune.models import Architecture, Params, linear, transition
+from jaxprune.models.network import channel_last
 from jaxprune.search.fit import Fit, make_fit
 from jaxprune.search.poz import (
     PoZConfig,
-    _bcast,
     check_inputs,
     poz_order,
     preactivations,
@@ -54,7 +54,7 @@ def _fits_of_masks(arch: Architecture, index: int, params, a, fit: Fit, batch: i
     readout = arch.index(arch.readout_layer)
 
     def one(m):
-        am = a * _bcast(m, a.ndim)
+        am = a * channel_last(m, a.ndim)
         if index == readout:
             return fit(am.reshape(am.shape[0], -1))
         z = linear(arch, params, index + 1, transition(arch, index + 1, am))

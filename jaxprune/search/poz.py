@@ -20,10 +20,13 @@ candidate, stop at the first failure); both return identical masks.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -31,10 +34,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxprune import geometry
-from jaxprune.masks import compression_rate, full_masks
+from jaxprune.masks import compression_rate, full_masks, jaccard
 from jaxprune.models import Architecture, Params, apply, linear, pool, transition
+from jaxprune.models.network import channel_last
 from jaxprune.search.fit import Fit, make_fit
-from jaxprune.search.result import LayerTrace, PruneResult
+from jaxprune.search.result import LayerTrace, PruneResult, write_json
 
 DIRECTIONS = ("bottom-up", "top-down")
 
@@ -133,13 +137,9 @@ def preactivations(
         start = 0
     out = [z]
     for j in range(start + 1, readout + 1):
-        a = jax.nn.relu(out[-1]) * _bcast(masks[arch.layers[j - 1].name], out[-1].ndim)
+        a = jax.nn.relu(out[-1]) * channel_last(masks[arch.layers[j - 1].name], out[-1].ndim)
         out.append(linear(arch, params, j, transition(arch, j, a)))
     return out
-
-
-def _bcast(v: jax.Array, ndim: int) -> jax.Array:
-    return v.reshape((1,) * (ndim - 1) + v.shape[-1:])
 
 
 def readout_from(
@@ -151,7 +151,7 @@ def readout_from(
     for j in range(index, readout + 1):
         if j > index:
             z = linear(arch, params, j, transition(arch, j, a))
-        a = jax.nn.relu(z) * _bcast(masks[arch.layers[j].name], z.ndim)
+        a = jax.nn.relu(z) * channel_last(masks[arch.layers[j].name], z.ndim)
     return a.reshape(a.shape[0], -1)
 
 
@@ -201,7 +201,7 @@ def _layer_chunk_one(arch, index, chunk, params, masks, fit, a, z_prev, order, k
         rank = jnp.zeros(width, jnp.int32).at[order[:width]].set(jnp.arange(width))
         ks = k0 + jnp.arange(1, chunk + 1)
         cand = (rank[None, :] >= ks[:, None]).astype(a.dtype)
-        feats = jax.vmap(lambda m: (a * _bcast(m, a.ndim)).reshape(a.shape[0], -1))(cand)
+        feats = jax.vmap(lambda m: (a * channel_last(m, a.ndim)).reshape(a.shape[0], -1))(cand)
         return jax.vmap(fit)(feats), z_prev
     contrib = jax.vmap(lambda u: unit_contribution(arch, params, index, a, u))(units)
     zs = z_prev[None] - jnp.cumsum(contrib, axis=0)
@@ -340,7 +340,7 @@ def _search_batch(arch, params, x, config, target_rsm, layers, sequential, progr
 def _masked_fits(fit: Fit, z: jax.Array, mask: jax.Array) -> jax.Array:
     """Per seed: the fit of ``relu(z) * mask`` (z: readout pre-activations ``[S, n, ...]``)."""
     def one(f, zz, m):
-        return f((jax.nn.relu(zz) * _bcast(m, zz.ndim)).reshape(zz.shape[0], -1))
+        return f((jax.nn.relu(zz) * channel_last(m, zz.ndim)).reshape(zz.shape[0], -1))
 
     return jax.vmap(one)(fit, z, mask)
 
@@ -469,13 +469,6 @@ def poz_search_directions(
     the first two directions. With ``resume_path`` (a JSON file), finished (direction, seed)
     results are saved as they complete and skipped when the call is repeated after an
     interruption."""
-    import dataclasses
-    import json
-    from pathlib import Path
-
-    from jaxprune.masks import jaccard
-    from jaxprune.search.result import write_json
-
     config = config or PoZConfig()
     t0 = time.perf_counter()
     done: dict[str, dict[int, PruneResult]] = {d: {} for d in directions}
