@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 
 from jaxprune.models.arch import Architecture, layer_geometry
+from jaxprune.models.conv import conv2d
 
 Params = dict[str, dict[str, jax.Array]]
 Masks = Mapping[str, jax.Array]
@@ -58,10 +59,7 @@ def init_stack(arch: Architecture, seeds) -> Params:
 
 def _linear(kind: str, p: Mapping[str, jax.Array], h: jax.Array, stride: int, padding: int):
     if kind == "conv":
-        z = jax.lax.conv_general_dilated(
-            h, p["kernel"], (stride, stride), [(padding, padding)] * 2,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        z = conv2d(h, p["kernel"], stride, padding)
     else:
         z = h @ p["kernel"]
     return z + channel_last(p["bias"], z.ndim)

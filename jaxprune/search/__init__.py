@@ -1,5 +1,69 @@
-"""Pruning searches: PoZ (geometry-preserving), greedy CKA, and baselines."""
+"""Pruning searches: PoZ (geometry-preserving), greedy CKA, and baselines, all returning
+:class:`PruneResult`."""
 
+from jaxprune.search.baselines import (
+    METHODS,
+    incoming_l1,
+    l1_prune,
+    poz_prune,
+    prune_units,
+    random_prune,
+)
+from jaxprune.search.cka import (
+    candidate_cka,
+    cka_prune,
+    cka_prune_layer,
+    cka_prune_sequential,
+    layerwise_cka,
+)
+from jaxprune.search.curves import FractionCurve, fraction_curve
+from jaxprune.search.fit import Fit, make_fit
+from jaxprune.search.iterative import (
+    IterativeConfig,
+    IterativeResult,
+    Splits,
+    iterative_prune,
+    prune_command,
+)
+from jaxprune.search.poz import (
+    DIRECTIONS,
+    PoZConfig,
+    poz_order,
+    poz_search,
+    poz_search_directions,
+    poz_search_sequential,
+)
 from jaxprune.search.result import LayerTrace, PruneResult, to_jsonable, write_json
 
-__all__ = ["LayerTrace", "PruneResult", "to_jsonable", "write_json"]
+__all__ = [
+    "DIRECTIONS",
+    "METHODS",
+    "Fit",
+    "FractionCurve",
+    "IterativeConfig",
+    "IterativeResult",
+    "LayerTrace",
+    "PoZConfig",
+    "PruneResult",
+    "Splits",
+    "candidate_cka",
+    "cka_prune",
+    "cka_prune_layer",
+    "cka_prune_sequential",
+    "fraction_curve",
+    "incoming_l1",
+    "iterative_prune",
+    "l1_prune",
+    "layerwise_cka",
+    "make_fit",
+    "poz_order",
+    "poz_prune",
+    "poz_search",
+    "poz_search_directions",
+    "poz_search_sequential",
+    "prune_command",
+    "prune_units",
+    "random_prune",
+    "to_jsonable",
+    "write_json",
+]

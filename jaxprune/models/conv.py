@@ -1,0 +1,101 @@
+"""2-D convolution (NHWC input, HWIO kernel) that stays fast when vmapped over kernels on CPU.
+
+``vmap`` over stacked kernels (S seeds trained or searched together) turns
+``lax.conv_general_dilated`` into a convolution with ``feature_group_count = S``. XLA:CPU runs
+grouped convolutions, and above all their gradients, many times slower than S separate ones
+(a LeNet-5 training step for 8 stacked seeds: 0.73 s vmapped against 0.18 s as 8 convolutions
+in the same program). :func:`conv2d` therefore carries its own batching rule: a batch of
+inputs with one shared kernel folds into the convolution's batch axis, and a batch of kernels
+runs as S convolutions side by side in the same compiled program. Its gradient is defined with
+the same rule, so ``jit(vmap(grad(...)))`` never produces a grouped convolution. On other
+backends (GPU, TPU) grouped convolutions are fast and :func:`conv2d` is the plain XLA one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+import jax
+import jax.numpy as jnp
+from jax.custom_batching import custom_vmap
+
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def xla_conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """``lax.conv_general_dilated``: ``x [n, h, w, c]`` * ``kernel [kh, kw, c, o]`` ->
+    ``[n, h', w', o]`` with a square stride and symmetric zero padding."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), [(padding, padding)] * 2, dimension_numbers=_DIMENSIONS
+    )
+
+
+def _stack_over(fn: Callable, axis_size: int, args, batched) -> jax.Array:
+    """``stack([fn(*args[s]) for s in range(axis_size)])`` with unbatched arguments shared."""
+    outs = [fn(*(a[s] if b else a for a, b in zip(args, batched, strict=True)))
+            for s in range(axis_size)]
+    return jnp.stack(outs)
+
+
+def _fold_into_batch(fn: Callable, axis_size: int, *xs: jax.Array) -> jax.Array:
+    """``fn`` of arrays ``[S, n, ...]`` with their S axis folded into the batch axis n."""
+    out = fn(*(x.reshape((-1,) + x.shape[2:]) for x in xs))
+    return out.reshape((axis_size, -1) + out.shape[1:])
+
+
+def _with_rule(fn: Callable, fold: bool) -> Callable:
+    """``fn(activation, kernel, *rest)`` under :func:`custom_vmap`: where only ``activation``
+    (and ``rest``) are batched and ``fold``, the batch folds into the conv's batch axis;
+    otherwise the batch runs as separate convolutions in one program."""
+    wrapped = custom_vmap(fn)
+
+    @wrapped.def_vmap
+    def rule(axis_size, in_batched, *args):
+        activation_batched, kernel_batched = in_batched[:2]
+        if fold and activation_batched and not kernel_batched and all(in_batched[2:]):
+            kernel = args[1]
+            return _fold_into_batch(lambda a, *rest: wrapped(a, kernel, *rest), axis_size,
+                                    args[0], *args[2:]), True
+        return _stack_over(wrapped, axis_size, args, in_batched), True
+
+    return wrapped
+
+
+@cache
+def _conv2d_cpu(stride: int, padding: int) -> Callable:
+    def forward(x, kernel):
+        return xla_conv2d(x, kernel, stride, padding)
+
+    def input_grad(kernel, x_like, g):
+        return jax.vjp(lambda x_: forward(x_, kernel), x_like)[1](g)[0]
+
+    def kernel_grad(x, kernel, g):
+        return jax.vjp(lambda k_: forward(x, k_), kernel)[1](g)[0]
+
+    forward_rule = _with_rule(forward, fold=True)
+    # (activation, kernel, rest) order: the gradient signal g is the activation that folds
+    input_grad_rule = _with_rule(lambda g, kernel, x: input_grad(kernel, x, g), fold=True)
+    kernel_grad_rule = _with_rule(kernel_grad, fold=False)
+
+    @jax.custom_vjp
+    def conv(x, kernel):
+        return forward_rule(x, kernel)
+
+    def conv_fwd(x, kernel):
+        return forward_rule(x, kernel), (x, kernel)
+
+    def conv_bwd(residuals, g):
+        x, kernel = residuals
+        return input_grad_rule(g, kernel, x), kernel_grad_rule(x, kernel, g)
+
+    conv.defvjp(conv_fwd, conv_bwd)
+    return conv
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """``x [n, h, w, c]`` * ``kernel [kh, kw, c, o]`` -> ``[n, h', w', o]``; equal to
+    :func:`xla_conv2d`, with the CPU batching rule described in the module docstring."""
+    if jax.default_backend() != "cpu":
+        return xla_conv2d(x, kernel, stride, padding)
+    return _conv2d_cpu(stride, padding)(x, kernel)
