@@ -69,7 +69,7 @@ def trained_lenet(x, y, steps: int, seed: int = 0):
     return arch, params
 
 
-def torch_search(arch, params, x, direction, threshold=0.8):
+def torch_search(arch, params, x, direction, threshold=0.8, wrap_fit=None):
     """The reference-style search: a PyTorch LeNet, one forward per candidate."""
     import torch
 
@@ -123,6 +123,8 @@ def torch_search(arch, params, x, direction, threshold=0.8):
         r = np.corrcoef(rsm[iu], target_rsm[iu])[0, 1]
         return r * r
 
+    if wrap_fit is not None:
+        fit = wrap_fit(fit)
     masks = {n: torch.ones(w) for n, w in arch.widths.items()}
     unpruned = acts(masks)
     target = np.corrcoef(unpruned["fc2"].numpy())
@@ -144,10 +146,73 @@ def torch_search(arch, params, x, direction, threshold=0.8):
     return {n: m.numpy() for n, m in masks.items()}
 
 
-def timed(fn):
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux); False if unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory since the last :func:`reset_peak_rss` (else since start), MiB."""
+    kib = _status_kib("VmHWM")
+    if kib is None:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024
+
+
+PEAKS: dict[str, float] = {}
+
+
+def timed(fn, label: str | None = None):
+    """``(fn(), seconds)``; with ``label``, the stage's peak RSS goes to ``PEAKS[label]``."""
+    if label:
+        reset_peak_rss()
     t0 = time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    if label:
+        PEAKS[label] = peak_rss_mib()
+    return out, seconds
+
+
+def torch_cost_per_candidate(arch, params, x, candidates: int = 3) -> float:
+    """Seconds per candidate (one forward pass and one fit) of the PyTorch search, from the
+    interval between consecutive fits of its first conv1 candidates (setup excluded); for the
+    growth in n, where its whole search would take hours."""
+    ends: list[float] = []
+
+    class Enough(Exception):
+        pass
+
+    def timing_fit(fit):
+        def wrapped(*a):
+            fit(*a)
+            ends.append(time.perf_counter())
+            if len(ends) > candidates:
+                raise Enough
+            return 1.0  # keep going: every candidate passes
+        return wrapped
+
+    try:
+        torch_search(arch, params, x, "bottom-up", wrap_fit=timing_fit)
+    except Enough:
+        pass
+    if len(ends) <= candidates:
+        raise RuntimeError("the PyTorch search evaluated too few candidates to time")
+    return (ends[-1] - ends[0]) / candidates
 
 
 def same(a, b):
@@ -162,7 +227,8 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     n = args.stimuli or (500 if args.quick else 5000)
     steps = 100 if args.quick else 1500
-    scaling_n = [250, 500, 1000] if args.quick else [1000, 5000, 20000, 50000]
+    scaling_n = [250, 500, 1000] if args.quick else [1000, 5000, 10000, 20000, 50000]
+    torch_scaling_n = [250, 1000] if args.quick else [1000, 5000, 10000]
     seeds_many = 2 if args.quick else 50
 
     x_all, y_all, source = cifar_stimuli(max(max(scaling_n), n) + 0)
@@ -180,9 +246,12 @@ def main(argv=None) -> dict:
     for direction in DIRECTIONS:
         cfg = PoZConfig(direction=direction, threshold=config.threshold)
         (vec,), cold = timed(lambda cfg=cfg: poz_search(arch, params, x, cfg))
-        (vec,), warm = timed(lambda cfg=cfg: poz_search(arch, params, x, cfg))
-        (seq,), t_seq = timed(lambda cfg=cfg: poz_search(arch, params, x, cfg, sequential=True))
-        torch_masks, t_torch = timed(lambda d=direction: torch_search(arch, params, x, d))
+        (vec,), warm = timed(lambda cfg=cfg: poz_search(arch, params, x, cfg),
+                             f"vectorised {direction}")
+        (seq,), t_seq = timed(lambda cfg=cfg: poz_search(arch, params, x, cfg, sequential=True),
+                              f"sequential {direction}")
+        torch_masks, t_torch = timed(lambda d=direction: torch_search(arch, params, x, d),
+                                     f"torch {direction}")
         agree = same(vec.masks, seq.masks) and same(vec.masks, torch_masks)
         all_same &= agree
         out["directions"][direction] = {
@@ -206,21 +275,42 @@ def main(argv=None) -> dict:
     stack = jax.tree.map(lambda s, p: s * 0 + p, stack, params)  # same trained weights ...
     noise = models.init_stack(arch, range(100, 100 + seeds_many))
     stack = jax.tree.map(lambda p, e: p + 0.05 * e, stack, noise)  # ... perturbed per seed
-    _, t_many = timed(lambda: poz_search(arch, stack, x, config, stacked=True, seed_batch=10))
-    _, t_one = timed(lambda: poz_search(arch, params, x, config))
-    out["seeds"] = {"S": seeds_many, "bottom_up_s": t_many, "per_seed_s": t_many / seeds_many,
-                    "S1_bottom_up_s": t_one,
-                    "note": "S networks = the trained weights plus 5% init-scale noise each"}
+    seed_batch = min(10, seeds_many)
+    first = jax.tree.map(lambda a: a[:seed_batch], stack)
+    _, t_first = timed(lambda: poz_search(arch, first, x, config, stacked=True,
+                                          seed_batch=seed_batch))
+    many, t_many = timed(lambda: poz_search(arch, stack, x, config, stacked=True,
+                                            seed_batch=seed_batch), f"vectorised S={seeds_many}")
+    _, t_one = timed(lambda: poz_search(arch, params, x, config), "vectorised S=1")
+    out["seeds"] = {"S": seeds_many, "seed_batch": seed_batch, "bottom_up_s": t_many,
+                    "per_seed_s": t_many / seeds_many, "S1_bottom_up_s": t_one,
+                    "first_batch_cold_s": t_first,
+                    "kept_per_seed": [r.kept for r in many],
+                    "note": "S networks = the trained weights plus 5% init-scale noise each; "
+                            "timed warm (a first batch of seed_batch seeds compiled the "
+                            "programs); per_seed_s vs S1_bottom_up_s is the gain of stacking"}
 
     scaling = []
     for m in scaling_n:
         xm = jnp.asarray(x_all[:m])
         poz_search(arch, params, xm, config)
-        _, t = timed(lambda xm=xm: poz_search(arch, params, xm, config))
-        scaling.append({"stimuli": m, "bottom_up_warm_s": t})
-        print("n", m, t)
+        (res,), t = timed(lambda xm=xm: poz_search(arch, params, xm, config), f"vectorised n={m}")
+        candidates = sum(len(tr.scores) for tr in res.trace)
+        entry = {"stimuli": m, "bottom_up_warm_s": t, "candidates_evaluated": candidates,
+                 "per_candidate_s": t / candidates, "peak_rss_mib": PEAKS[f"vectorised n={m}"]}
+        if m in torch_scaling_n:
+            reset_peak_rss()
+            entry["torch_per_candidate_s"] = torch_cost_per_candidate(arch, params, x_all[:m])
+            entry["torch_peak_rss_mib"] = peak_rss_mib()
+            entry["torch_over_jaxprune_per_candidate"] = (entry["torch_per_candidate_s"]
+                                                          / entry["per_candidate_s"])
+        scaling.append(entry)
+        print("n", entry)
     out["scaling"] = scaling
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mib"] = dict(PEAKS)
+    out["peak_rss_note"] = ("peak resident memory of the whole process during each stage "
+                            "(Linux VmHWM reset before the stage), MiB; includes the loaded "
+                            "data set and libraries")
     write_json(args.out, out)
     print(f"speedup vs torch {out['speedup_vs_torch']:.1f}x, vs sequential "
           f"{out['speedup_vs_sequential']:.1f}x, same masks {out['same_masks']}; "
