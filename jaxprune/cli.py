@@ -61,12 +61,10 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
     from jaxprune.search.poz import DIRECTIONS, PoZConfig, poz_search_directions
 
     arch, params, meta = load_trained(args.checkpoint)
-    x = stimuli(args.data or meta["data"], args.stimuli, data_dir=args.data_dir)
+    data_name = args.data or meta["data"]
     if args.method != "poz":
-        from jaxprune.search.iterative import prune_command
-
-        return prune_command(arch, params, x, method=args.method, fraction=args.fraction,
-                             layers=args.layers, seed=args.seed)
+        return _prune_baseline(args, arch, params, meta, data_name)
+    x = stimuli(data_name, args.stimuli, data_dir=args.data_dir)
     target = np.load(args.target_rsm) if args.target_rsm else None
     directions = DIRECTIONS if args.direction == "both" else (args.direction,)
     config = PoZConfig(threshold=args.threshold, metric=args.metric,
@@ -79,6 +77,32 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
     if args.figure:
         print(f"figure: {report.plot_traces(search.results, args.figure)}")
     return search.to_dict()
+
+
+def _prune_baseline(args, arch, params, meta, data_name) -> dict[str, Any]:
+    """``--method cka|l1|random``: remove ``--fraction`` of each layer's units, optionally
+    ``--iterations`` times with ``--fine-tune-epochs`` of masked fine-tuning in between."""
+    import dataclasses
+
+    from jaxprune import report
+    from jaxprune.search.iterative import prune_command
+    from jaxprune.train import TrainConfig
+
+    fine_tune = None
+    if args.fine_tune_epochs > 0:
+        trained_with = TrainConfig.from_dict(meta["train_config"])
+        fine_tune = dataclasses.replace(trained_with, epochs=args.fine_tune_epochs,
+                                        seeds=tuple(meta["seeds"]))
+    out = prune_command(arch, params, data_name, args.method, args.fraction,
+                        iterations=args.iterations, fine_tune_config=fine_tune,
+                        layers=args.layers, stimuli=args.stimuli or 512, seeds=meta["seeds"],
+                        data_dir=args.data_dir, progress=not args.no_progress)
+    rows = [[r["iteration"], r["seed"], f"{r['kept_fraction']:.2f}",
+             f"{r['test_accuracy_pruned']:.4f}", f"{r['test_accuracy']:.4f}",
+             f"{r['agreement']:.4f}", f"{r['readout_cka']:.3f}"] for r in out["records"]]
+    print(report.table(["iteration", "seed", "kept", "acc. pruned", "acc. fine-tuned",
+                        "agreement", "readout CKA"], rows))
+    return out
 
 
 def _curve(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,8 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", default="once", choices=["once", "recompute"])
     p.add_argument("--layers", nargs="*", help="layers to prune (default: all)")
     p.add_argument("--target-rsm", help=".npy file with an external [n, n] target RSM")
-    p.add_argument("--fraction", type=float, default=0.5, help="cka/l1/random: share removed")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fraction", type=float, default=0.5,
+                   help="cka/l1/random: share of each layer's remaining units removed")
+    p.add_argument("--iterations", type=int, default=1, help="cka/l1/random: prune rounds")
+    p.add_argument("--fine-tune-epochs", type=int, default=0,
+                   help="cka/l1/random: masked fine-tuning epochs after each round (0: none)")
     p.add_argument("--resume", help="JSON file: finished seeds are kept and skipped on rerun")
     p.add_argument("--figure", help="PNG of the fit traces")
 
@@ -173,9 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from jaxprune.checkpoint import CheckpointError
+
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"jaxprune {args.command}: error: {e}", file=sys.stderr)
         return 2
     if args.json:

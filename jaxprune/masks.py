@@ -82,12 +82,17 @@ def param_count(arch: Architecture, masks: Masks | None = None) -> int:
     return sum(taps * k_in * k_out + k_out for _, k_in, k_out, taps, _ in rows)
 
 
-def flops(arch: Architecture, masks: Masks | None = None) -> int:
-    """Floating-point operations of one forward pass of one input, counting a multiply-add as
-    2: ``2 * positions * taps * kept_in * kept_out`` per linear map (biases, ReLU, pooling
-    not counted)."""
+def layer_flops(arch: Architecture, masks: Masks | None = None) -> dict[str, int]:
+    """Per linear map (each layer and ``"head"``), floating-point operations for one input,
+    a multiply-add counted as 2: ``2 * positions * taps * kept_in * kept_out``."""
     rows = _fan_ins(arch, kept_counts(arch, masks))
-    return sum(2 * pos * taps * k_in * k_out for _, k_in, k_out, taps, pos in rows)
+    return {name: 2 * pos * taps * k_in * k_out for name, k_in, k_out, taps, pos in rows}
+
+
+def flops(arch: Architecture, masks: Masks | None = None) -> int:
+    """Floating-point operations of one forward pass of one input: the sum of
+    :func:`layer_flops` (biases, ReLU, pooling not counted)."""
+    return sum(layer_flops(arch, masks).values())
 
 
 def compression_rate(arch: Architecture, masks: Masks) -> float:

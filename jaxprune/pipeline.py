@@ -64,10 +64,11 @@ def train_seeds(
 
 def load_trained(path: str | Path) -> tuple[Architecture, Params, dict[str, Any]]:
     """Architecture, stacked params and metadata of a checkpoint written by :func:`train_seeds`."""
-    meta = checkpoint.read_metadata(path)
-    arch = checkpoint.arch_from_dict(meta["arch"])
     ckpt = checkpoint.restore(path)
-    return arch, ckpt.params, meta
+    arch = ckpt.architecture
+    if arch is None:
+        raise ValueError(f"checkpoint {path} has no architecture: save it with arch=...")
+    return arch, ckpt.params, ckpt.metadata
 
 
 def stimuli(data_name: str, n: int | None, *, data_dir: str | None = None) -> np.ndarray:

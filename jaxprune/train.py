@@ -66,9 +66,9 @@ class TrainConfig:
     seed per evaluation chunk. ``scan``: run an epoch as one ``lax.scan`` (True) or as one
     jit call per step (False); None: scan except on CPU (see :func:`use_scan`).
     ``seed_batching``: "vmap" trains the S seeds in one vmapped program; "loop" runs them one
-    after another through the one-seed program, with the same results (faster on CPU, where
-    XLA runs the grouped convolutions that vmap makes of per-seed conv layers several times
-    slower per image; see ``benchmarks/train_throughput.py``). The last
+    after another through the one-seed program, with the same results (it holds one seed's
+    activations at a time; conv layers are stacked without grouped convolutions on CPU, see
+    :mod:`jaxprune.models.conv`, so "vmap" is as fast there). The last
     ``n_train % batch_size`` examples of each epoch's shuffled order are skipped (a different
     subset each epoch).
     """

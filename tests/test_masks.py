@@ -104,3 +104,12 @@ def test_compact_refuses_empty_layer():
     params = models.init_params(arch, jax.random.key(0))
     with pytest.raises(ValueError, match="keep no unit"):
         M.compact(arch, params, {"fc1": jnp.zeros(3)})
+
+
+def test_layer_flops_of_lenet5_cifar_by_hand():
+    arch = models.architecture("lenet5_cifar")
+    per = M.layer_flops(arch)
+    # 2 * output positions * taps * inputs * outputs
+    assert per == {"conv1": 2 * 28 * 28 * 25 * 3 * 6, "conv2": 2 * 10 * 10 * 25 * 6 * 16,
+                   "fc1": 2 * 400 * 120, "fc2": 2 * 120 * 84, "head": 2 * 84 * 10}
+    assert sum(per.values()) == M.flops(arch)

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 
 from jaxprune import geometry, models
+from jaxprune.masks import layer_flops
 from jaxprune.search.curves import fraction_curve
 from jaxprune.search.poz import (
     PoZConfig,
+    candidate_flops,
+    chunk_for,
     poz_search,
     poz_search_directions,
     poz_search_sequential,
@@ -153,3 +156,37 @@ def test_bad_input(kwargs, x_shape, match):
     params = models.init_params(arch, jax.random.key(0))
     with pytest.raises(ValueError, match=match):
         poz_search(arch, params, np.zeros(x_shape, np.float32), **kwargs)
+
+
+def test_chunks_follow_the_cost_model():
+    arch = models.architecture("lenet5_cifar")
+    small, large = PoZConfig(), PoZConfig(chunk_size=64)
+    # conv1's candidates cost the most per stimulus, so its chunks are the smallest
+    costs = [candidate_flops(arch, i, 1000) for i in range(4)]
+    assert costs[0] == max(costs) and all(c > 0 for c in costs)
+    # chunks shrink as stimuli grow, never below 1, never above chunk_size or width - 1
+    for i, layer in enumerate(arch.layers):
+        sizes = [chunk_for(arch, i, n, large) for n in (10, 1000, 10_000, 100_000)]
+        assert sizes == sorted(sizes, reverse=True)
+        assert all(1 <= c <= min(64, layer.width - 1) for c in sizes)
+        assert chunk_for(arch, i, 10, small) == min(32, layer.width - 1)
+    assert chunk_for(arch, 0, 100_000, large) == 1
+    # the estimate counts the unit's share of the next layer and every layer above it
+    n = 7
+    geo_d = arch.widths["fc2"]
+    per = layer_flops(arch)
+    expected = n * (4 * geo_d**2 + per["fc2"] / arch.widths["fc1"])
+    assert candidate_flops(arch, 2, n) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("direction", ["bottom-up", "top-down"])
+def test_cost_limited_chunks_equal_sequential(direction):
+    """A tiny chunk_flops forces chunks of one candidate: still the twin's masks."""
+    arch = models.architecture("lenet5_cifar")
+    params = models.init_stack(arch, [5])
+    x = jax.random.normal(jax.random.key(7), (40, *arch.input_shape))
+    cfg = PoZConfig(direction=direction, threshold=0.9, chunk_flops=1.0)
+    assert all(chunk_for(arch, i, 40, cfg) == 1 for i in range(4))
+    vec = poz_search(arch, params, x, cfg, stacked=True)
+    seq = poz_search_sequential(arch, params, x, cfg, stacked=True)
+    assert_same(vec, seq)

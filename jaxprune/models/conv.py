@@ -7,7 +7,8 @@ grouped convolutions, and above all their gradients, many times slower than S se
 in the same program). :func:`conv2d` therefore carries its own batching rule: a batch of
 inputs with one shared kernel folds into the convolution's batch axis, and a batch of kernels
 runs as S convolutions side by side in the same compiled program. Its gradient is defined with
-the same rule, so ``jit(vmap(grad(...)))`` never produces a grouped convolution. On other
+the same rule, so ``jit(vmap(grad(...)))`` never produces a grouped convolution. Output
+channels are padded to a multiple of 8 inside the call (faster in XLA:CPU). On other
 backends (GPU, TPU) grouped convolutions are fast and :func:`conv2d` is the plain XLA one.
 """
 
@@ -65,7 +66,13 @@ def _with_rule(fn: Callable, fold: bool) -> Callable:
 @cache
 def _conv2d_cpu(stride: int, padding: int) -> Callable:
     def forward(x, kernel):
-        return xla_conv2d(x, kernel, stride, padding)
+        # XLA:CPU is up to 1.7x faster when the output channels are a multiple of 8 (LeNet-5's
+        # conv1 has 6); the padded channels are zero and sliced away.
+        out_channels = kernel.shape[-1]
+        extra = -out_channels % 8
+        if extra:
+            kernel = jnp.pad(kernel, [(0, 0)] * 3 + [(0, extra)])
+        return xla_conv2d(x, kernel, stride, padding)[..., :out_channels]
 
     def input_grad(kernel, x_like, g):
         return jax.vjp(lambda x_: forward(x_, kernel), x_like)[1](g)[0]
