@@ -68,7 +68,7 @@ class PoZConfig:
     rank: str = "once"
     layers: tuple[str, ...] | None = None
     chunk_size: int = 32
-    chunk_flops: float = 4e9
+    chunk_flops: float = 1e9
     poz_eps: float = 0.0
 
 
@@ -275,10 +275,21 @@ def _make_fits(readouts, target_rsm, metric, rsm_method) -> Fit:
     return jax.vmap(lambda r: make_fit(r, metric=metric, rsm_method=rsm_method))(readouts)
 
 
+@partial(jax.jit, static_argnums=1)
+def _poz_values(zs: tuple[jax.Array, ...], eps: float) -> tuple[jax.Array, ...]:
+    """PoZ ``[S, width]`` of ``relu(z)`` for each pre-activation ``z [S, n, ...]``."""
+    return tuple(jax.vmap(lambda zz: geometry.poz(jax.nn.relu(zz), eps=eps,
+                                                  conv=zz.ndim == 4))(z) for z in zs)
+
+
+def _orders_of(values: jax.Array) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per seed, units by decreasing PoZ (ties: lower index first) and the PoZ values."""
+    return [(np.argsort(-v, kind="stable"), v) for v in np.asarray(values)]
+
+
 def _orders(z: jax.Array, eps: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per seed, :func:`poz_order` of ``relu(z)`` (``z``: ``[S, n, ...]``), in one call."""
-    values = np.asarray(jax.vmap(lambda zz: _poz(jax.nn.relu(zz), eps))(z))
-    return [(np.argsort(-v, kind="stable"), v) for v in values]
+    return _orders_of(_poz_values((z,), eps)[0])
 
 
 class _State:
@@ -304,8 +315,8 @@ class _State:
             self.threshold = self.baseline.copy()
         self.orders = {}
         if config.rank == "once":
-            for j, z in self.pre.items():
-                self.orders[j] = _orders(z, config.poz_eps)
+            values = _poz_values(tuple(self.pre.values()), config.poz_eps)
+            self.orders = {j: _orders_of(v) for j, v in zip(self.pre, values, strict=True)}
 
     def layer_input(self, index: int) -> jax.Array:
         """Pre-activation of layer ``index`` under the current masks (cached, recomputed from
@@ -333,7 +344,10 @@ class _State:
         m = np.ones((self.seeds, width), np.float32)
         for s in range(self.seeds):
             m[s, orders[s][0][: removed[s]]] = 0.0
-        self.masks = {**self.masks, self.arch.layers[index].name: jnp.asarray(m)}
+        name = self.arch.layers[index].name
+        if np.array_equal(m, np.asarray(self.masks[name])):
+            return  # nothing removed: the cached pre-activations above stay valid
+        self.masks = {**self.masks, name: jnp.asarray(m)}
         for j in [j for j in self.pre if j > index]:
             del self.pre[j]
 
