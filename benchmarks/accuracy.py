@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
+from _machine import finish, machine_info
 
-import jaxprune
 from jaxprune.data import load_dataset
 from jaxprune.models import architecture
 from jaxprune.train import TrainConfig, fit
@@ -97,9 +95,7 @@ def main(argv=None) -> dict[str, Any]:
         "protocol": "Adam lr 1e-3, batch 64, 10 % per-seed validation split, early stopping "
                     f"with patience {args.patience}, best-validation-loss parameters, official "
                     "test sets; seed sd with ddof=1",
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "jax": jax.__version__, "backend": jax.default_backend(),
-                    "jaxprune": jaxprune.__version__},
+        "machine": machine_info(),
     }
     t0 = time.perf_counter()
     for key, network, data, epochs, n_train in (
@@ -113,6 +109,7 @@ def main(argv=None) -> dict[str, Any]:
                        seeds, epochs, n_train, args.patience)
         out[key]["data"] = f"{data} from {args.data} via jaxprune.data.load_dataset"
     out["total_runtime_s"] = time.perf_counter() - t0
+    finish(out["machine"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out} ({out['total_runtime_s']:.0f} s)")

@@ -20,8 +20,6 @@ extrapolated from its measured cost per candidate (``torch.extrapolated``); ``--
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from _machine import finish, machine_info
 
 from jaxprune.models import architecture
 from jaxprune.search.cka import cka_prune_layer
@@ -48,27 +47,6 @@ QUICK = {"width": 32, "stimuli": 96, "fraction": 0.5, "train_images": 2000, "epo
 
 
 # ----------------------------------------------------------------------------- setup
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(), "processor": model or platform.processor(),
-        "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
-        "load_average_start": os.getloadavg(), "python": platform.python_version(),
-        "jax": jax.__version__, "jax_backend": jax.default_backend(),
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-    }
 
 
 def mnist(n_train: int, n_test: int):
@@ -187,7 +165,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_path = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / (
         "cka_cost_quick.json" if args.quick else "cka_cost.json")
     t_start = time.perf_counter()
-    info = machine()
+    import torch
+
+    info = {**machine_info("torch"), "torch_threads": torch.get_num_threads()}
 
     data = mnist(cfg["train_images"], max(cfg["stimuli"], 1000))
     x = data.x_test[: cfg["stimuli"]]
@@ -329,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "warm_s": statistics.median(warm_runs)})
         print("scaling:", scaling[-1], flush=True)
     result["scaling"] = scaling
-    result["machine"]["load_average_end"] = os.getloadavg()
+    finish(result["machine"])
     result["seconds"] = time.perf_counter() - t_start
     write_json(out_path, result)
     print(f"wrote {out_path}: speedup vs torch {result['speedup_vs_torch']:.0f}x, vs sequential "

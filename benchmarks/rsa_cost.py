@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import finish, machine_info, proc_field
 
 METHODS = ("gram", "direct", "rsatoolbox")
 FULL = {"ns": [1000, 2000, 5000, 10000, 20000], "ds": [84, 512, 4096]}
@@ -63,15 +63,6 @@ def make_data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     x = np.maximum(base @ rng.normal(size=(32, d)) / 4 + 0.5, 0)
     y = np.maximum(x + 0.5 * rng.normal(size=(n, d)), 0)
     return x, y
-
-
-def meminfo(key: str) -> int:
-    """A field of /proc/meminfo in bytes (``MemTotal``, ``MemAvailable``)."""
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
 
 
 def rss_bytes() -> int:
@@ -144,31 +135,6 @@ def worker(method: str, n: int, d: int, repeats: int, warm_budget_s: float) -> d
     return result
 
 
-def machine() -> dict[str, Any]:
-    import jax
-
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "load_average_1_5_15": os.getloadavg(),
-        "memory_total_bytes": meminfo("MemTotal"),
-        "jax": jax.__version__,
-        "numpy": np.__version__,
-        "device": str(jax.devices()[0].device_kind),
-        "backend": jax.default_backend(),
-    }
-    try:
-        from importlib.metadata import version
-
-        info["rsatoolbox"] = version("rsatoolbox")
-    except Exception:  # noqa: BLE001 - version lookup is informative only
-        info["rsatoolbox"] = None
-    return info
-
-
 def run_cell(method: str, n: int, d: int, args: argparse.Namespace) -> dict[str, Any]:
     spec = json.dumps({"method": method, "n": n, "d": d})
     cmd = [
@@ -200,7 +166,7 @@ def predicted_skip(
     scale = (n / prev["n"]) ** 2
     seconds = prev["cold_s"] * scale
     mem = max(prev.get("peak_rss_bytes", 0), prev.get("xla_temp_bytes", 0)) * scale
-    available = meminfo("MemAvailable") - 2 * 2**30
+    available = (proc_field("/proc/meminfo", "MemAvailable") or 0) * 1024 - 2 * 2**30
     if mem > min(args.max_gb * 2**30, available):
         return f"predicted peak memory {mem / 2**30:.1f} GB > limit {args.max_gb} GB or free RAM"
     if seconds > args.max_seconds:
@@ -322,7 +288,7 @@ def main() -> None:
         return
 
     grid = QUICK if args.quick else FULL
-    load_start = os.getloadavg()
+    info = machine_info("rsatoolbox")
     if args.quick:
         args.repeats = min(args.repeats, 3)
     started = time.time()
@@ -349,13 +315,12 @@ def main() -> None:
         "mode": "quick" if args.quick else "full",
         "grid": grid,
         "limits": {"max_gb": args.max_gb, "max_seconds": args.max_seconds},
-        "machine": machine(),
+        "machine": finish(info),
         "machine_note": "load averages (start and end) show other processes sharing the CPUs",
         **summarise(cells, grid),
         "cells": cells,
         "table_markdown": table(cells),
         "total_seconds": time.time() - started,
-        "load_average_at_start": load_start,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _machine import finish, machine_info, proc_field
 
 from jaxprune import models
 from jaxprune.search.poz import DIRECTIONS, PoZConfig, poz_search
@@ -158,16 +158,6 @@ def torch_search(arch, params, x, direction, threshold=0.8, wrap_fit=None):
     return {n: m.numpy() for n, m in masks.items()}
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux); False if unsupported."""
     try:
@@ -179,7 +169,7 @@ def reset_peak_rss() -> bool:
 
 def peak_rss_mib() -> float:
     """Peak resident memory since the last :func:`reset_peak_rss` (else since start), MiB."""
-    kib = _status_kib("VmHWM")
+    kib = proc_field("/proc/self/status", "VmHWM")
     if kib is None:
         kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / 1024
@@ -247,9 +237,7 @@ def main(argv=None) -> dict:
     arch, params = trained_lenet(x_all, y_all, steps)
     x = x_all[:n]
     config = PoZConfig(threshold=0.8)
-    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                       "jax": jax.__version__, "backend": jax.default_backend(),
-                       "device": str(jax.devices()[0])},
+    out = {"machine": machine_info("torch"),
            "protocol": {"network": "lenet5_cifar", "stimuli": n, "threshold": 0.8,
                         "stimulus_source": source, "training_steps": steps},
            "directions": {}}
@@ -323,6 +311,7 @@ def main(argv=None) -> dict:
     out["peak_rss_note"] = ("peak resident memory of the whole process during each stage "
                             "(Linux VmHWM reset before the stage), MiB; includes the loaded "
                             "data set and libraries")
+    finish(out["machine"])
     write_json(args.out, out)
     print(f"speedup vs torch {out['speedup_vs_torch']:.1f}x, vs sequential "
           f"{out['speedup_vs_sequential']:.1f}x, same masks {out['same_masks']}; "

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -52,9 +51,9 @@ from typing import Any
 import jax
 import numpy as np
 import torch
+from _machine import finish, machine_info
 from torch import nn
 
-import jaxprune
 from jaxprune.models import architecture
 from jaxprune.train import TrainConfig, fit, use_scan
 
@@ -205,24 +204,6 @@ def torch_sequential_subprocess(n_seeds: int, steps: int, repeats: int,
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def machine_info() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "load_average_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jax_backend": jax.default_backend(),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "jax_epoch_as_scan": use_scan(TrainConfig()),
-        "torch": torch.__version__,
-        "torch_threads": os.cpu_count() or 1,
-        "jaxprune": jaxprune.__version__,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-
-
 def main(argv=None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="S = 1, 8 and few steps (< 1 min)")
@@ -244,7 +225,8 @@ def main(argv=None) -> dict[str, Any]:
     torch.set_num_threads(os.cpu_count() or 1)
     arch = architecture("lenet5_cifar")
     t_start = time.perf_counter()
-    info = machine_info()
+    info = {**machine_info("torch"), "jax_epoch_as_scan": use_scan(TrainConfig()),
+            "torch_threads": os.cpu_count() or 1}
     rows = []
     for n_seeds in seeds:
         steps = args.steps or plan["steps"].get(n_seeds, 4)
@@ -282,7 +264,7 @@ def main(argv=None) -> dict[str, Any]:
               f"{sequential:8.1f}  torch sequential {torch_rate:8.1f} (1 thread "
               f"{row['torch_sequential_1thread']['images_per_s']:.1f})  stacked/sequential "
               f"{stacked / sequential:.2f}", flush=True)
-    info["load_average_end"] = list(os.getloadavg())
+    finish(info)
     largest = rows[-1]
     out = {
         "benchmark": "train_throughput",

@@ -106,15 +106,14 @@ def _prune_baseline(args, arch, params, meta, data_name) -> dict[str, Any]:
 
 
 def _curve(args: argparse.Namespace) -> dict[str, Any]:
-    import jax
-
     from jaxprune import report
+    from jaxprune.models import seed_slice
     from jaxprune.pipeline import load_trained, stimuli
     from jaxprune.search.curves import fraction_curve
 
     arch, params, meta = load_trained(args.checkpoint)
     x = stimuli(args.data or meta["data"], args.stimuli, data_dir=args.data_dir)
-    one = jax.tree.map(lambda p: p[args.seed], params)
+    one = seed_slice(params, args.seed)
     curve = fraction_curve(arch, one, x, args.layer, levels=args.levels, n_random=args.random)
     rows = [[f"{f:.1f}", k, f"{v:.3f}", f"{p:.2f}", f"{b:.2f}"] for f, k, v, p, b in zip(
         curve.levels, curve.removed, curve.fit, curve.max_kept_poz,

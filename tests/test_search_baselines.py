@@ -8,7 +8,7 @@ import pytest
 
 from jaxprune.masks import compression_rate
 from jaxprune.models import architecture, init_params
-from jaxprune.search.baselines import (
+from jaxprune.search import (
     METHODS,
     incoming_l1,
     l1_prune,

@@ -17,6 +17,7 @@ from jaxprune.search.poz import (
     poz_search_sequential,
     preactivations,
     readout_from,
+    running_sum,
     unit_contribution,
 )
 
@@ -190,3 +191,8 @@ def test_cost_limited_chunks_equal_sequential(direction):
     vec = poz_search(arch, params, x, cfg, stacked=True)
     seq = poz_search_sequential(arch, params, x, cfg, stacked=True)
     assert_same(vec, seq)
+
+
+def test_running_sum_equals_cumsum():
+    c = jax.random.normal(jax.random.key(11), (7, 5, 3))
+    np.testing.assert_allclose(running_sum(c), np.cumsum(np.asarray(c), axis=0), atol=1e-5)

@@ -16,6 +16,7 @@ from jaxprune.models.network import (
     init_stack,
     linear,
     pool,
+    seed_slice,
     transition,
 )
 from jaxprune.models.zoo import REGISTRY, architecture
@@ -71,5 +72,6 @@ __all__ = [
     "linear",
     "nnx_split",
     "pool",
+    "seed_slice",
     "transition",
 ]

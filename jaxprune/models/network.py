@@ -57,6 +57,11 @@ def init_stack(arch: Architecture, seeds) -> Params:
     return jax.vmap(lambda s: init_params(arch, jax.random.key(s)))(seeds)
 
 
+def seed_slice(tree, s: int):
+    """Network ``s`` of parameters (or masks, or any pytree) stacked on a leading seed axis."""
+    return jax.tree.map(lambda a: a[s], tree)
+
+
 def _linear(kind: str, p: Mapping[str, jax.Array], h: jax.Array, stride: int, padding: int):
     if kind == "conv":
         z = conv2d(h, p["kernel"], stride, padding)

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxprune.masks import compression_rate
-from jaxprune.models import Architecture, Params, apply
+from jaxprune.models import Architecture, Params, apply, seed_slice
 from jaxprune.search.baselines import METHODS, prune_units
 from jaxprune.search.cka import check_fraction, layerwise_cka, resolve_layers
 from jaxprune.search.result import PruneResult, to_jsonable
@@ -144,10 +144,6 @@ def predictions(
     ], axis=1)
 
 
-def _seed_slice(tree, s: int):
-    return jax.tree.map(lambda a: a[s], tree)
-
-
 def _masks_of(results: Sequence[PruneResult]) -> dict[str, np.ndarray]:
     return {k: np.stack([r.masks[k] for r in results]) for k in results[0].masks}
 
@@ -194,8 +190,8 @@ def iterative_prune(
         rows = []
         for s, seed in enumerate(seeds):
             m = {k: v[s] for k, v in current.items()}
-            lc = layerwise_cka(arch, x_probe, _seed_slice(params, s), m,
-                               _seed_slice(original, s))
+            lc = layerwise_cka(arch, x_probe, seed_slice(params, s), m,
+                               seed_slice(original, s))
             kept = {k: int(v.sum()) for k, v in m.items()}
             rows.append({
                 "method": method, "iteration": t, "seed": seed, "kept": kept,
@@ -216,7 +212,7 @@ def iterative_prune(
                   disable=not progress, leave=False):
         t0 = time.perf_counter()
         results = [
-            prune_units(config.method, arch, _seed_slice(params, s), x_search, layers=names,
+            prune_units(config.method, arch, seed_slice(params, s), x_search, layers=names,
                         fraction=config.fraction, masks={k: v[s] for k, v in current.items()},
                         seed=seed * 1000 + t, **dict(config.options))
             for s, seed in enumerate(seeds)

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from jaxprune import geometry
 from jaxprune.masks import compression_rate, full_masks, jaccard, layer_flops
-from jaxprune.models import Architecture, Params, apply, linear, pool, transition
+from jaxprune.models import Architecture, Params, apply, linear, pool, seed_slice, transition
 from jaxprune.models.arch import layer_geometry
 from jaxprune.models.conv import conv2d
 from jaxprune.models.network import channel_last
@@ -221,10 +221,15 @@ def _poz(acts: jax.Array, eps: float) -> jax.Array:
     return geometry.poz(acts, eps=eps, conv=acts.ndim == 4)
 
 
+def _orders_of(values: jax.Array) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per seed (rows of ``values [S, width]``), units by decreasing PoZ (ties: lower index
+    first) and the PoZ values."""
+    return [(np.argsort(-v, kind="stable"), v) for v in np.asarray(values)]
+
+
 def poz_order(acts: jax.Array, eps: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Unit indices by decreasing PoZ (ties: lower index first) and the PoZ values."""
-    values = np.asarray(_poz(acts, eps))
-    return np.argsort(-values, kind="stable"), values
+    return _orders_of(_poz(acts, eps)[None])[0]
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -278,13 +283,7 @@ def _make_fits(readouts, target_rsm, metric, rsm_method) -> Fit:
 @partial(jax.jit, static_argnums=1)
 def _poz_values(zs: tuple[jax.Array, ...], eps: float) -> tuple[jax.Array, ...]:
     """PoZ ``[S, width]`` of ``relu(z)`` for each pre-activation ``z [S, n, ...]``."""
-    return tuple(jax.vmap(lambda zz: geometry.poz(jax.nn.relu(zz), eps=eps,
-                                                  conv=zz.ndim == 4))(z) for z in zs)
-
-
-def _orders_of(values: jax.Array) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per seed, units by decreasing PoZ (ties: lower index first) and the PoZ values."""
-    return [(np.argsort(-v, kind="stable"), v) for v in np.asarray(values)]
+    return tuple(jax.vmap(lambda zz: _poz(jax.nn.relu(zz), eps))(z) for z in zs)
 
 
 def _orders(z: jax.Array, eps: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -450,9 +449,9 @@ def _layer_sequential(st: _State, index: int, orders):
     removed = np.zeros(st.seeds, int)
     scores: list[list[float]] = [[] for _ in range(st.seeds)]
     for s in range(st.seeds):
-        params = jax.tree.map(lambda p, s=s: p[s], st.params)
+        params = seed_slice(st.params, s)
         masks = {k: v[s] for k, v in st.masks.items()}
-        fit = jax.tree.map(lambda t, s=s: t[s], st.fit)
+        fit = seed_slice(st.fit, s)
         mask = np.ones(width, np.float32)
         for k in range(1, width):
             mask[orders[s][0][k - 1]] = 0.0
