@@ -178,16 +178,36 @@ def safe_divide(num: Array, den: Array) -> Array:
     return jnp.where(ok, num / jnp.where(ok, den, jnp.ones_like(den)), jnp.zeros_like(num))
 
 
-def ranks(v: Array) -> Array:
-    """Average ranks (1..k, ties get their mean rank, as ``scipy.stats.rankdata``) along axis -1."""
+def ranks(v: Array, tol: float = 0.0) -> Array:
+    """Average ranks (1..k, ties get their mean rank, as ``scipy.stats.rankdata``) along axis -1.
 
-    def one(u: Array) -> Array:
+    ``tol > 0``: values whose sorted neighbours differ by at most ``tol·max|v|`` are ties
+    (chained), so rankings do not depend on rounding noise below that scale."""
+
+    def exact(u: Array) -> Array:
         s = jnp.sort(u)
         lo = jnp.searchsorted(s, u, side="left")
         hi = jnp.searchsorted(s, u, side="right")
         return (lo + hi + 1).astype(u.dtype) / 2
 
-    return map_leading(one, [v], [1])
+    def tolerant(u: Array) -> Array:
+        order = jnp.argsort(u)
+        s = u[order]
+        k = s.shape[0]
+        new = jnp.concatenate([jnp.ones(1, bool), s[1:] - s[:-1] > tol * jnp.max(jnp.abs(s))])
+        idx = jnp.arange(k)
+        first = jax.lax.associative_scan(jnp.maximum, jnp.where(new, idx, 0))
+        last_new = jnp.concatenate([new[1:], jnp.ones(1, bool)])
+        last = jax.lax.associative_scan(jnp.minimum, jnp.where(last_new, idx, k), reverse=True)
+        sorted_ranks = (first + last + 2).astype(u.dtype) / 2
+        return jnp.zeros_like(u).at[order].set(sorted_ranks)
+
+    return map_leading(tolerant if tol > 0 else exact, [v], [1])
+
+
+#: Relative tolerance below which two RSM entries are ties in a Spearman fit: entries computed
+#: in float32 carry rounding of a few eps, which must not order them.
+RANK_TIE_TOL = 16.0 * float(np.finfo(np.float32).eps)
 
 
 def correlation_from_moments(

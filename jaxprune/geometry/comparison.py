@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune.geometry._core import (
+    RANK_TIE_TOL,
     Array,
     as_common_float,
     as_float,
@@ -96,7 +97,8 @@ def _triangle_moments(a: Array, b: Array) -> tuple[Array, ...]:
 def _fit_one(a: Array, b: Array, method: str) -> tuple[Array, Array]:
     if method == "spearman":
         return correlation_from_moments(
-            *_moments(ranks(upper_triangle(a)), ranks(upper_triangle(b)))
+            *_moments(ranks(upper_triangle(a), RANK_TIE_TOL),
+                      ranks(upper_triangle(b), RANK_TIE_TOL))
         )
     return correlation_from_moments(*_triangle_moments(a, b))
 
@@ -124,8 +126,10 @@ def rsa(a: Any, b: Any, method: str = "pearson", squared: bool = False) -> Array
 
     - ``"pearson"``: Pearson correlation ``r`` of the ``n(n−1)/2`` pairs; ``squared=True`` gives
       ``r²`` (see :func:`r2`). Equals rsatoolbox's ``compare(method="corr")``.
-    - ``"spearman"``: Spearman ρ (Pearson of average ranks, ties after the cast to the compute
-      dtype); rsatoolbox's ``"spearman"``.
+    - ``"spearman"``: Spearman ρ (Pearson of average ranks); rsatoolbox's ``"spearman"``.
+      Entries within ``RANK_TIE_TOL`` (16 float32 eps) relative to the largest |entry| are
+      ties: float32 rounding must not order entries that are equal in exact arithmetic (e.g.
+      a pruned RSM whose masked and compacted forms differ by a few ulps).
 
     Either side may be any similarity or dissimilarity matrix (e.g. human judgments, float64:
     both are cast to one float dtype, float32 unless x64 is enabled); leading batch axes

@@ -36,31 +36,94 @@ def count_constant_rows(x: Any) -> Array:
     return jnp.sum(constant.astype(jnp.int32), axis=-1)
 
 
-def _standardize(x: Array) -> Array:
-    c = center(x, axis=-1)
+def feature_mask(mask: Array | None, d: int) -> Array | None:
+    """A unit mask ``[..., c]`` as a feature mask ``[..., d]`` over ``d = P·c`` flattened HWC
+    features (the channel is the fastest axis, so the mask tiles over the P positions)."""
+    if mask is None:
+        return None
+    c = mask.shape[-1]
+    if d % c:
+        raise ValueError(f"a mask of {c} units does not tile {d} features")
+    return jnp.tile(mask, d // c) if d != c else mask
+
+
+def _expand(mask: Array, x: Array) -> Array:
+    """A feature mask ``[..., d]`` broadcast to the features ``x [..., n, d]`` (x's dtype)."""
+    return jnp.broadcast_to(mask[..., None, :], x.shape).astype(x.dtype)
+
+
+def _standardize(x: Array, mask: Array | None = None) -> Array:
+    """Rows of ``x [..., n, d]`` standardized over the kept features (``mask [..., d]`` of 0/1;
+    None: all): ``z_i = m∘(x_i − μ_i) / ‖m∘(x_i − μ_i)‖`` with ``μ_i = Σ_k m_k x_ik / Σ_k m_k``.
+    Removed features get 0, so ``Z Zᵀ`` is the Pearson RSM of the kept features alone; a row
+    constant over the kept features is zero."""
+    if mask is None:
+        c = center(x, axis=-1)
+    else:
+        m = _expand(mask, x)
+        kept = m > 0
+        lo = jnp.min(jnp.where(kept, x, jnp.inf), axis=-1, keepdims=True)
+        hi = jnp.max(jnp.where(kept, x, -jnp.inf), axis=-1, keepdims=True)
+        mean = safe_divide(jnp.sum(x * m, axis=-1, keepdims=True),
+                           jnp.sum(m, axis=-1, keepdims=True))
+        c = jnp.where(kept & (hi > lo), x - mean, jnp.zeros_like(x))
     # Divide by the largest |entry| first so that squaring tiny rows cannot underflow.
     c = safe_divide(c, jnp.max(jnp.abs(c), axis=-1, keepdims=True))
     return safe_divide(c, jnp.sqrt(jnp.sum(c * c, axis=-1, keepdims=True)))
 
 
+def masked_ranks(x: Array, mask: Array | None = None) -> Array:
+    """Within-row average ranks of ``x [..., n, d]`` over the kept features only (removed
+    features are ranked above every kept one, so they do not move the kept ranks; their own
+    ranks are zeroed by the masked standardization)."""
+    if mask is None:
+        return ranks(x)
+    kept = _expand(mask, x) > 0
+    return ranks(jnp.where(kept, x, jnp.inf))
+
+
+def constant_rows_masked(x: Array, mask: Array | None = None) -> Array:
+    """:func:`constant_rows` over the kept features only."""
+    if mask is None:
+        return constant_rows(x)
+    kept = _expand(mask, x) > 0
+    hi = jnp.max(jnp.where(kept, x, -jnp.inf), axis=-1)
+    lo = jnp.min(jnp.where(kept, x, jnp.inf), axis=-1)
+    return jnp.sum((hi <= lo).astype(jnp.int32))
+
+
 @jax.jit
-def _standardize_checked(x: Array) -> tuple[Array, dict[str, Array]]:
-    return _standardize(x), {**finite(x=x), "constant": constant_rows(x)}
+def _standardize_checked(x: Array, mask: Array | None) -> tuple[Array, dict[str, Array]]:
+    return _standardize(x, mask), {**finite(x=x), "constant": constant_rows_masked(x, mask)}
 
 
-def standardize_rows(x: Any) -> Array:
+def standardize_rows(x: Any, mask: Any = None) -> Array:
     """Row-standardized features ``Z [..., n, d]``: ``z_i = (x_i − mean(x_i)) / ‖x_i − mean(x_i)‖``.
 
     Then ``Z Zᵀ`` is the Pearson RSM. A constant row (all features equal) has no correlation;
     its standardized row is defined as **zero**, so its RSM entries with every stimulus, and its
     own diagonal entry, are 0 (every other diagonal entry is 1). Eager calls warn
-    (:class:`ConstantRowWarning`) when such rows exist; see :func:`count_constant_rows`."""
+    (:class:`ConstantRowWarning`) when such rows exist; see :func:`count_constant_rows`.
+
+    ``mask [..., d]`` (0/1, optional) marks the kept features: means and norms are taken over
+    them only and removed features are 0, so ``Z Zᵀ`` equals the RSM of ``x[..., kept]`` — a
+    removed unit is absent, not a zero feature."""
     x = as_float(x)
     check_features(x, "x", min_n=1)
-    z, info = _standardize_checked(x)
-    if not is_traced(x):
+    mask = _check_mask(mask, x)
+    z, info = _standardize_checked(x, mask)
+    if not is_traced(x, mask):
         report(info, rows=x.size // x.shape[-1])
     return z
+
+
+def _check_mask(mask: Any, x: Array) -> Array | None:
+    if mask is None:
+        return None
+    mask = jnp.asarray(mask).astype(x.dtype)
+    if mask.shape[-1:] != x.shape[-1:]:
+        raise ValueError(f"mask has shape {mask.shape}; features have {x.shape[-1]} columns")
+    return mask
 
 
 def _pairwise_sq_distances(x: Array) -> Array:
@@ -74,9 +137,11 @@ def _pairwise_sq_distances(x: Array) -> Array:
     return jnp.where(jnp.eye(n, dtype=bool), jnp.zeros_like(d2), d2)
 
 
-def _rsm_values(x: Array, method: str) -> Array:
+def _rsm_values(x: Array, method: str, mask: Array | None = None) -> Array:
+    if mask is not None:  # cosine and euclidean: a removed feature is a zero column
+        x = x * _expand(mask, x)
     if method in ("pearson", "pearson_sq", "spearman"):
-        z = _standardize(ranks(x) if method == "spearman" else x)
+        z = _standardize(masked_ranks(x, mask) if method == "spearman" else x, mask)
         r = einsum("...id,...jd->...ij", z, z)
         return r * r if method == "pearson_sq" else r
     if method == "cosine":
@@ -89,16 +154,17 @@ def _rsm_values(x: Array, method: str) -> Array:
 
 
 @partial(jax.jit, static_argnames="method")
-def _rsm(x: Array, method: str) -> tuple[Array, dict[str, Array]]:
+def _rsm(x: Array, method: str, mask: Array | None) -> tuple[Array, dict[str, Array]]:
     info = finite(x=x)
     if method == "cosine":
-        info["constant"] = jnp.sum(jnp.all(x == 0, axis=-1).astype(jnp.int32))
+        xm = x if mask is None else x * _expand(mask, x)
+        info["constant"] = jnp.sum(jnp.all(xm == 0, axis=-1).astype(jnp.int32))
     elif method != "euclidean":
-        info["constant"] = constant_rows(x)
-    return _rsm_values(x, method), info
+        info["constant"] = constant_rows_masked(x, mask)
+    return _rsm_values(x, method, mask), info
 
 
-def rsm(x: Any, method: str = "pearson") -> Array:
+def rsm(x: Any, method: str = "pearson", mask: Any = None) -> Array:
     """Representational similarity matrix: features ``x [..., n, d]`` → ``[..., n, n]``.
 
     Methods (entry ``(i, j)`` between stimuli i and j, across the d features):
@@ -114,12 +180,16 @@ def rsm(x: Any, method: str = "pearson") -> Array:
     For the correlation methods a constant row gives a zero row and column (diagonal included;
     see :func:`standardize_rows`); eager calls warn with :class:`ConstantRowWarning` (for cosine:
     on all-zero rows). Needs ``n >= 3``; NaN/Inf raise ``ValueError`` in eager calls.
+
+    ``mask [..., d]`` (0/1, optional) marks the kept features: the RSM equals that of
+    ``x[..., kept]`` (row means, norms and ranks over the kept features only).
     """
     check_method(method, RSM_METHODS)
     x = as_float(x)
     check_features(x, "x")
-    out, info = _rsm(x, method)
-    if not is_traced(x):
+    mask = _check_mask(mask, x)
+    out, info = _rsm(x, method, mask)
+    if not is_traced(x, mask):
         report(
             info,
             rows=x.size // x.shape[-1],

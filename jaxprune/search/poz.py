@@ -39,7 +39,7 @@ from jaxprune.models import Architecture, Params, apply, linear, pool, seed_slic
 from jaxprune.models.arch import layer_geometry
 from jaxprune.models.conv import conv2d
 from jaxprune.models.network import channel_last
-from jaxprune.search.fit import Fit, make_fit
+from jaxprune.search.fit import Fit, check_labels, class_average, make_fit
 from jaxprune.search.result import LayerTrace, PruneResult, write_json
 
 DIRECTIONS = ("bottom-up", "top-down")
@@ -59,6 +59,9 @@ class PoZConfig:
     (:func:`candidate_flops`) stays within this many operations, so expensive layers and
     large stimulus sets evaluate few candidates past the first failure and hold little memory.
     The chunking never changes the result.
+    ``class_means``: average the readout features of each class (``labels`` given to the
+    search) before the RSM, for the target and every candidate alike (a C×C RSM; an external
+    target must then be C×C).
     """
 
     direction: str = "bottom-up"
@@ -70,6 +73,7 @@ class PoZConfig:
     chunk_size: int = 32
     chunk_flops: float = 1e9
     poz_eps: float = 0.0
+    class_means: bool = False
 
 
 @dataclass
@@ -96,6 +100,7 @@ def check_inputs(
     x: jax.Array,
     config: PoZConfig,
     target_rsm: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
 ) -> list[str]:
     """Validate a search before any work; returns the layers to prune in visiting order."""
     if config.direction not in DIRECTIONS:
@@ -118,10 +123,12 @@ def check_inputs(
         )
     if shape[0] < 3:
         raise ValueError(f"a representational similarity needs at least 3 stimuli, got {shape[0]}")
-    if target_rsm is not None and np.shape(target_rsm) != (shape[0], shape[0]):
-        raise ValueError(
-            f"target RSM has shape {np.shape(target_rsm)} but there are {shape[0]} stimuli"
-        )
+    rows = shape[0]
+    if config.class_means:
+        rows = class_average(check_labels(labels, shape[0])).shape[0]
+    if target_rsm is not None and np.shape(target_rsm) != (rows, rows):
+        what = f"{rows} classes" if config.class_means else f"{rows} stimuli"
+        raise ValueError(f"target RSM has shape {np.shape(target_rsm)} but there are {what}")
     readout = arch.index(arch.readout_layer)
     names = list(config.layers) if config.layers is not None else list(
         arch.layer_names[: readout + 1])
@@ -245,11 +252,11 @@ def _layer_chunk_one(arch, index, chunk, params, masks, fit, a, z_prev, order, k
         rank = jnp.zeros(width, jnp.int32).at[order[:width]].set(jnp.arange(width))
         ks = k0 + jnp.arange(1, chunk + 1)
         cand = (rank[None, :] >= ks[:, None]).astype(a.dtype)
-        feats = jax.vmap(lambda m: (a * channel_last(m, a.ndim)).reshape(a.shape[0], -1))(cand)
-        return jax.vmap(fit)(feats), z_prev
+        return jax.vmap(lambda m: fit(a * channel_last(m, a.ndim), m))(cand), z_prev
     contrib = jax.vmap(lambda u: unit_contribution(arch, params, index, a, u))(units)
     zs = z_prev[None] - running_sum(contrib)
-    fits = jax.vmap(lambda z: fit(readout_from(arch, params, masks, index + 1, z)))(zs)
+    kept = masks[arch.readout_layer]
+    fits = jax.vmap(lambda z: fit(readout_from(arch, params, masks, index + 1, z), kept))(zs)
     return fits, zs[-1]
 
 
@@ -271,13 +278,14 @@ def _unpruned_preacts(arch, params, masks, x):
     return jax.vmap(lambda p, m: preactivations(arch, p, m, x))(params, masks)
 
 
-@partial(jax.jit, static_argnums=(2, 3))
-def _make_fits(readouts, target_rsm, metric, rsm_method) -> Fit:
+@partial(jax.jit, static_argnums=(3, 4))
+def _make_fits(readouts, target_rsm, average, metric, rsm_method) -> Fit:
     """One :class:`Fit` per seed, stacked (a pytree with a leading seed axis)."""
+    options = dict(metric=metric, rsm_method=rsm_method, average=average)
     if target_rsm is not None:
-        one = make_fit(target_rsm=target_rsm, metric=metric, rsm_method=rsm_method)
+        one = make_fit(target_rsm=target_rsm, **options)
         return jax.tree.map(lambda t: jnp.broadcast_to(t, (readouts.shape[0], *t.shape)), one)
-    return jax.vmap(lambda r: make_fit(r, metric=metric, rsm_method=rsm_method))(readouts)
+    return jax.vmap(lambda r: make_fit(r, **options))(readouts)
 
 
 @partial(jax.jit, static_argnums=1)
@@ -294,7 +302,7 @@ def _orders(z: jax.Array, eps: float) -> list[tuple[np.ndarray, np.ndarray]]:
 class _State:
     """Per-seed-batch bookkeeping shared by the vectorised and the sequential search."""
 
-    def __init__(self, arch, params, x, config, target_rsm):
+    def __init__(self, arch, params, x, config, target_rsm, average):
         self.arch, self.params, self.x, self.config = arch, params, x, config
         self.seeds = jax.tree.leaves(params)[0].shape[0]
         full = full_masks(arch)
@@ -303,7 +311,7 @@ class _State:
         readout = arch.index(arch.readout_layer)
         self.pre: dict[int, jax.Array] = dict(enumerate(pre))
         self.fit = _make_fits(jax.nn.relu(pre[readout]).reshape(self.seeds, x.shape[0], -1),
-                              target_rsm, config.metric, config.rsm_method)
+                              target_rsm, average, config.metric, config.rsm_method)
         self.baseline = np.asarray(_masked_fits(self.fit, pre[readout],
                                                 self.masks[arch.readout_layer]))
         if config.threshold is not None:
@@ -351,10 +359,10 @@ class _State:
             del self.pre[j]
 
 
-def _search_batch(arch, params, x, config, target_rsm, layers, sequential, progress):
+def _search_batch(arch, params, x, config, target_rsm, average, layers, sequential, progress):
     """Search one batch of stacked seeds; returns per-seed PruneResults."""
     t0 = time.perf_counter()
-    st = _State(arch, params, x, config, target_rsm)
+    st = _State(arch, params, x, config, target_rsm, average)
     traces: list[list[LayerTrace]] = [[] for _ in range(st.seeds)]
     for name in tqdm(layers, desc=f"PoZ {config.direction}", disable=not progress, leave=False):
         index = arch.index(name)
@@ -383,7 +391,8 @@ def _search_batch(arch, params, x, config, target_rsm, layers, sequential, progr
             baseline_score=float(st.baseline[s]), final_score=float(final[s]),
             wall_time_s=wall / st.seeds,
             config={"metric": config.metric, "rsm_method": config.rsm_method,
-                    "rank": config.rank, "stimuli": int(x.shape[0])},
+                    "rank": config.rank, "stimuli": int(x.shape[0]),
+                    "class_means": config.class_means},
         ))
     return out
 
@@ -392,7 +401,7 @@ def _search_batch(arch, params, x, config, target_rsm, layers, sequential, progr
 def _masked_fits(fit: Fit, z: jax.Array, mask: jax.Array) -> jax.Array:
     """Per seed: the fit of ``relu(z) * mask`` (z: readout pre-activations ``[S, n, ...]``)."""
     def one(f, zz, m):
-        return f((jax.nn.relu(zz) * channel_last(m, zz.ndim)).reshape(zz.shape[0], -1))
+        return f(jax.nn.relu(zz) * channel_last(m, zz.ndim), m)
 
     return jax.vmap(one)(fit, z, mask)
 
@@ -439,8 +448,7 @@ def _layer_vectorised(st: _State, index: int, a, z, orders):
 @partial(jax.jit, static_argnums=(0,))
 def _fit_of_masks(arch, params, masks, fit, x):
     _, acts = apply(arch, params, masks, x)
-    feats = acts[arch.readout_layer]
-    return fit(feats.reshape(feats.shape[0], -1))
+    return fit(acts[arch.readout_layer], masks[arch.readout_layer])
 
 
 def _layer_sequential(st: _State, index: int, orders):
@@ -474,6 +482,7 @@ def poz_search(
     config: PoZConfig | None = None,
     *,
     target_rsm: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
     stacked: bool = False,
     seed_batch: int = 8,
     sequential: bool = False,
@@ -483,12 +492,14 @@ def poz_search(
     """Greedy PoZ pruning of one network (or ``stacked=True``: of S networks whose params have
     a leading seed axis) against its unpruned readout RSM or an external ``target_rsm [n, n]``.
 
-    ``x``: stimuli ``[n, *arch.input_shape]``. Seeds are searched ``seed_batch`` at a time in one
-    vectorised program. ``sequential=True`` runs the one-candidate-at-a-time reference twin.
+    ``x``: stimuli ``[n, *arch.input_shape]``; ``labels [n]``: their classes, needed with
+    ``config.class_means``. Seeds are searched ``seed_batch`` at a time in one vectorised
+    program. ``sequential=True`` runs the one-candidate-at-a-time reference twin.
     Returns one :class:`PruneResult` per seed.
     """
     config = config or PoZConfig()
-    layers = check_inputs(arch, x, config, target_rsm)
+    layers = check_inputs(arch, x, config, target_rsm, labels)
+    average = class_average(labels) if config.class_means else None
     x = jnp.asarray(x, jnp.float32)
     if not stacked:
         params = jax.tree.map(lambda p: p[None], params)
@@ -496,7 +507,8 @@ def poz_search(
     results: list[PruneResult] = []
     for start in range(0, seeds, seed_batch):
         batch = jax.tree.map(lambda p, start=start: p[start:start + seed_batch], params)
-        results += _search_batch(arch, batch, x, config, target_rsm, layers, sequential, progress)
+        results += _search_batch(arch, batch, x, config, target_rsm, average, layers,
+                                 sequential, progress)
     for i, r in enumerate(results):
         r.seed = int(seed_ids[i]) if seed_ids is not None else i
     return results
