@@ -31,8 +31,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from jaxprune.pipeline import MainConfig, run_main
 
     overrides = {k: getattr(args, k) for k in ("model", "data", "data_dir", "seeds", "epochs",
-                                                 "stimuli", "threshold", "out")
+                                                 "stimuli", "stimuli_split", "threshold", "out")
                  if getattr(args, k) is not None}
+    overrides["class_means"] = args.class_means
     overrides["progress"] = not args.no_progress
     if args.model is not None and args.model != "lenet5_mnist":
         overrides.setdefault("widths", None)  # the family's own widths
@@ -64,14 +65,16 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
     data_name = args.data or meta["data"]
     if args.method != "poz":
         return _prune_baseline(args, arch, params, meta, data_name)
-    x = stimuli(data_name, args.stimuli, data_dir=args.data_dir)
+    data = stimuli(data_name, args.stimuli, split=args.stimuli_split or "test",
+                   data_dir=args.data_dir)
     target = np.load(args.target_rsm) if args.target_rsm else None
     directions = DIRECTIONS if args.direction == "both" else (args.direction,)
     config = PoZConfig(threshold=args.threshold, metric=args.metric,
-                       rsm_method=args.rsm_method, rank=args.rank,
+                       rsm_method=args.rsm_method, rank=args.rank, class_means=args.class_means,
                        layers=tuple(args.layers) if args.layers else None)
-    search = poz_search_directions(arch, params, x, config, directions=directions,
-                                   stacked=True, target_rsm=target, resume_path=args.resume,
+    search = poz_search_directions(arch, params, data.float_images(), config,
+                                   directions=directions, stacked=True, target_rsm=target,
+                                   labels=data.labels, resume_path=args.resume,
                                    progress=not args.no_progress)
     print(report.search_table(search.results, search.jaccard))
     if args.figure:
@@ -93,9 +96,13 @@ def _prune_baseline(args, arch, params, meta, data_name) -> dict[str, Any]:
         trained_with = TrainConfig.from_dict(meta["train_config"])
         fine_tune = dataclasses.replace(trained_with, epochs=args.fine_tune_epochs,
                                         seeds=tuple(meta["seeds"]))
+    if args.class_means:
+        raise ValueError("--class-means applies to the PoZ search (--method poz); CKA, L1 and "
+                         "random pruning compare per-stimulus representations")
     out = prune_command(arch, params, data_name, args.method, args.fraction,
                         iterations=args.iterations, fine_tune_config=fine_tune,
-                        layers=args.layers, stimuli=args.stimuli or 512, seeds=meta["seeds"],
+                        layers=args.layers, stimuli=args.stimuli or 512,
+                        stimuli_split=args.stimuli_split or "train", seeds=meta["seeds"],
                         data_dir=args.data_dir, progress=not args.no_progress)
     rows = [[r["iteration"], r["seed"], f"{r['kept_fraction']:.2f}",
              f"{r['test_accuracy_pruned']:.4f}", f"{r['test_accuracy']:.4f}",
@@ -112,16 +119,30 @@ def _curve(args: argparse.Namespace) -> dict[str, Any]:
     from jaxprune.search.curves import fraction_curve
 
     arch, params, meta = load_trained(args.checkpoint)
-    x = stimuli(args.data or meta["data"], args.stimuli, data_dir=args.data_dir)
-    one = seed_slice(params, args.seed)
-    curve = fraction_curve(arch, one, x, args.layer, levels=args.levels, n_random=args.random)
-    rows = [[f"{f:.1f}", k, f"{v:.3f}", f"{p:.2f}", f"{b:.2f}"] for f, k, v, p, b in zip(
-        curve.levels, curve.removed, curve.fit, curve.max_kept_poz,
-        curve.p_poz_beats_random or [float("nan")] * len(curve.levels), strict=True)]
-    print(report.table(["fraction", "removed", "fit", "max kept PoZ", "P(PoZ > random)"], rows))
+    data = stimuli(args.data or meta["data"], args.stimuli, split=args.stimuli_split or "test",
+                   data_dir=args.data_dir)
+    seeds = len(meta["seeds"])
+    if args.seed is not None and not 0 <= args.seed < seeds:
+        raise ValueError(f"--seed {args.seed} is not a seed of this checkpoint (it has "
+                         f"{seeds}: use 0..{seeds - 1}, or leave --seed out for all)")
+    one = args.seed is not None
+    curves = fraction_curve(
+        arch, seed_slice(params, args.seed) if one else params, data.float_images(),
+        args.layer, levels=args.levels, keep=args.keep, n_random=args.random,
+        class_means=args.class_means, labels=data.labels, stacked=not one)
+    print(report.curve_table(curves))
     if args.figure:
-        print(f"figure: {report.plot_curve(curve, args.figure)}")
-    return curve.to_dict()
+        print(f"figure: {report.plot_curve(curves, args.figure)}")
+    return curves.to_dict()
+
+
+def _fractions(text: str) -> list[float]:
+    """``"0.9,0.8"`` (or ``"0.9 0.8"``) → ``[0.9, 0.8]`` for ``--levels``/``--keep``."""
+    try:
+        return [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,13 +159,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("models", _models, "list the registered networks, their layers and parameter counts")
 
+    def add_stimuli(p, split_default: str):
+        p.add_argument("--stimuli", type=int, metavar="N",
+                       help="the first N images of --stimuli-split (class-interleaved order; "
+                            "default: all of them)")
+        p.add_argument("--stimuli-split", choices=["train", "test"],
+                       help=f"which split the stimuli come from (default: {split_default})")
+
+    def add_class_means(p):
+        p.add_argument("--class-means", action="store_true",
+                       help="average each class's readout features before the RSM (C×C "
+                            "RSMs, as the reference code and the fraction-curve paper)")
+
     p = add("run", _run, "the main job: train seeds, PoZ-prune both directions, report")
     p.add_argument("--model")
     p.add_argument("--data", help="digits (embedded, default), mnist or cifar10")
     p.add_argument("--data-dir", help="folder with the raw data (default: $JAXPRUNE_DATA)")
     p.add_argument("--seeds", type=int)
     p.add_argument("--epochs", type=int)
-    p.add_argument("--stimuli", type=int, help="number of test images used as stimuli")
+    add_stimuli(p, "test")
+    add_class_means(p)
     p.add_argument("--threshold", type=float)
     p.add_argument("--out", help="output folder (default runs/main)")
     p.add_argument("--quick", action="store_true", help="a small, fast version")
@@ -167,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="poz", choices=["poz", "cka", "l1", "random"])
     p.add_argument("--data", help="data set of the stimuli (default: the training data)")
     p.add_argument("--data-dir")
-    p.add_argument("--stimuli", type=int, default=None)
+    add_stimuli(p, "test for poz, train for cka/l1/random (whose records use test images)")
+    add_class_means(p)
     p.add_argument("--direction", default="both", choices=["both", "bottom-up", "top-down"])
     p.add_argument("--threshold", type=float, default=None, help="default 0.8")
     p.add_argument("--metric", default="r2", choices=["r2", "r", "spearman"])
@@ -188,11 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", required=True)
     p.add_argument("--data")
     p.add_argument("--data-dir")
-    p.add_argument("--stimuli", type=int, default=None)
-    p.add_argument("--levels", type=float, nargs="*",
-                   default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    p.add_argument("--random", type=int, default=100, help="number of random orders")
-    p.add_argument("--seed", type=int, default=0, help="which trained seed")
+    add_stimuli(p, "test")
+    add_class_means(p)
+    levels = p.add_mutually_exclusive_group()
+    levels.add_argument("--levels", type=_fractions, metavar="F,F,...",
+                        help="fractions of the layer's units REMOVED (floor(f·width)); "
+                             "default 0.1,0.2,...,0.9")
+    levels.add_argument("--keep", type=_fractions, metavar="P,P,...",
+                        help="fractions KEPT instead, in (0, 1] (int(p·width) units kept, "
+                             "as the reference code), e.g. 0.9,0.8,...,0.1")
+    p.add_argument("--random", type=int, default=100,
+                   help="random orders per seed for the control (0: none; default 100)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="one trained seed (default: every seed in one call, mean ± sd)")
     p.add_argument("--figure", help="PNG of the curve")
     return parser
 

@@ -71,14 +71,28 @@ def load_trained(path: str | Path) -> tuple[Architecture, Params, dict[str, Any]
     return arch, ckpt.params, ckpt.metadata
 
 
-def stimuli(data_name: str, n: int | None, *, data_dir: str | None = None) -> np.ndarray:
-    """The first ``n`` test images (all when None), normalised float32 ``[n, h, w, c]``."""
-    test = load_dataset(data_name, "test", data_dir=data_dir)
+STIMULI_SPLITS = ("train", "test")
+
+
+def stimuli(
+    data_name: str, n: int | None, *, split: str = "test", data_dir: str | None = None
+) -> ImageDataset:
+    """The first ``n`` images (all when None) of ``split`` of ``data_name``, with labels.
+
+    Class-folder copies (the CIFAR-10 image tree, any image folder) are in class-interleaved
+    order (:func:`jaxprune.data.images.class_entries`), so every prefix is class-balanced.
+    ``.float_images()`` gives the normalised float32 ``[n, h, w, c]`` stimuli."""
+    if split not in STIMULI_SPLITS:
+        raise ValueError(f"--stimuli-split must be one of {STIMULI_SPLITS}, got {split!r}")
+    if n is not None and (isinstance(n, bool) or n < 3):
+        raise ValueError(f"--stimuli must be at least 3 (an RSM needs 3 stimuli), got {n}")
+    data = load_dataset(data_name, split, data_dir=data_dir)
     if n is not None:
-        if n > len(test.labels):
-            raise ValueError(f"{data_name} has {len(test.labels)} test images, asked for {n}")
-        test = test.take(n)
-    return test.float_images()
+        if n > len(data.labels):
+            raise ValueError(f"{data_name} has {len(data.labels)} {split} images; --stimuli "
+                             f"{n} asks for more (use at most {len(data.labels)})")
+        data = data.take(n)
+    return data
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,8 @@ class MainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     stimuli: int | None = None
+    stimuli_split: str = "test"
+    class_means: bool = False
     threshold: float = 0.8
     out: str = "runs/main"
     progress: bool = True
@@ -121,10 +137,13 @@ def run_main(config: MainConfig) -> dict[str, Any]:
     arch, params, trained = train_seeds(config.model, config.data, config.seeds, out,
                                         train_config, data_dir=config.data_dir,
                                         model_config=model_config, progress=config.progress)
-    x = stimuli(config.data, config.stimuli, data_dir=config.data_dir)
+    data = stimuli(config.data, config.stimuli, split=config.stimuli_split,
+                   data_dir=config.data_dir)
+    x = data.float_images()
     search = poz_search_directions(
-        arch, params, x, PoZConfig(threshold=config.threshold), stacked=True,
-        resume_path=str(out / "search.json"), progress=config.progress)
+        arch, params, x, PoZConfig(threshold=config.threshold, class_means=config.class_means),
+        stacked=True, labels=data.labels, resume_path=str(out / "search.json"),
+        progress=config.progress)
     text = report.search_table(search.results, search.jaccard)
     figure = report.plot_traces(search.results, out / "trace.png")
     summary = {
@@ -139,7 +158,8 @@ def run_main(config: MainConfig) -> dict[str, Any]:
     write_json(out / "summary.json", summary)
     acc = np.asarray(trained["test_accuracy"])
     print(f"\n{config.model} on {config.data}: {len(acc)} seeds, test accuracy "
-          f"{report.mean_sd(acc, 3)}; PoZ search on {x.shape[0]} stimuli, "
+          f"{report.mean_sd(acc, 3)}; PoZ search on {x.shape[0]} {config.stimuli_split} "
+          f"stimuli{' (class means)' if config.class_means else ''}, "
           f"threshold R² ≥ {config.threshold}\n")
     print(text)
     print(f"\nwrote {out / 'summary.json'} and {figure} ({summary['wall_time_s']:.0f} s)")

@@ -11,11 +11,11 @@ from jaxprune.search.result import PruneResult
 
 
 def mean_sd(values: Sequence[float], digits: int = 2) -> str:
-    """``"m ± sd"`` over seeds (population sd); ``"m"`` for one value."""
+    """``"m ± sd"`` over seeds (sample sd, ddof=1); ``"m"`` for one value."""
     v = np.asarray(values, np.float64)
     if v.size == 1:
         return f"{v[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -77,24 +77,58 @@ def plot_traces(results: dict[str, list[PruneResult]], path: str | Path) -> Path
     return _save(fig, path)
 
 
-def plot_curve(curve, path: str | Path) -> Path:
-    """Fit against the fraction removed: PoZ order, random orders (median and 5–95 %)."""
+def _as_curves(curves) -> list:
+    """A :class:`~jaxprune.search.curves.FractionCurve` or a ``CurveSet`` as a list of curves."""
+    return list(getattr(curves, "curves", [curves]))
+
+
+def curve_table(curves) -> str:
+    """Per level: units removed, PoZ-order fit, largest kept PoZ and P(PoZ beats random),
+    as mean ± sd (ddof=1) over seeds when there are several."""
+    cs = _as_curves(curves)
+    first = cs[0]
+    rows = []
+    for i, (level, k) in enumerate(zip(first.levels, first.removed, strict=True)):
+        beats = [c.p_poz_beats_random[i] for c in cs if c.p_poz_beats_random]
+        rows.append([f"{level:.2f}", k, mean_sd([c.fit[i] for c in cs], 3),
+                     mean_sd([c.max_kept_poz[i] for c in cs], 2),
+                     mean_sd(beats, 2) if beats else "-"])
+    kind = "kept" if first.level_kind == "kept" else "removed"
+    sd = ", mean ± sd over seeds (ddof=1)" if len(cs) > 1 else ""
+    head = f"{first.layer}: {len(cs)} seed(s){sd}\n"
+    return head + table([f"fraction {kind}", "removed", "fit", "max kept PoZ",
+                         "P(PoZ > random)"], rows)
+
+
+def plot_curve(curves, path: str | Path) -> Path:
+    """Fit against the fraction removed (or kept): PoZ order (mean ± sd over seeds), random
+    orders pooled over seeds (median and 5–95 %), and the largest kept PoZ."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 4))
-    levels = np.asarray(curve.levels)
-    if curve.random_fits:
-        rf = np.asarray(curve.random_fits)
+    cs = _as_curves(curves)
+    first = cs[0]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    levels = np.asarray(first.levels)
+    if first.random_fits:
+        rf = np.concatenate([np.asarray(c.random_fits) for c in cs])
         ax.fill_between(levels, np.percentile(rf, 5, 0), np.percentile(rf, 95, 0),
                         color="0.85", label="random order 5–95 %")
         ax.plot(levels, np.median(rf, 0), color="0.5", label="random order median")
-    ax.plot(levels, curve.fit, "o-", color="C3", label="PoZ order")
-    ax.set(xlabel=f"fraction of {curve.layer} removed", ylabel="fit to target",
-           title=f"PoZ fraction curve: {curve.layer}")
-    ax.legend(fontsize=8)
+    fits = np.asarray([c.fit for c in cs])
+    sd = fits.std(0, ddof=1) if len(cs) > 1 else np.zeros(len(levels))
+    ax.errorbar(levels, fits.mean(0), yerr=sd, fmt="o-", color="C3", capsize=2,
+                label="PoZ order" + (f" (mean ± sd, {len(cs)} seeds)" if len(cs) > 1 else ""))
+    ax.plot(levels, np.mean([c.max_kept_poz for c in cs], 0), "s--", color="C0", ms=3,
+            label="max kept PoZ")
+    kind = "kept" if first.level_kind == "kept" else "removed"
+    ax.set(xlabel=f"fraction of {first.layer} {kind}", ylabel="fit to target / PoZ",
+           title=f"PoZ fraction curve: {first.layer}")
+    if kind == "kept":
+        ax.invert_xaxis()
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 

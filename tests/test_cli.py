@@ -91,19 +91,36 @@ def test_prune_iterative_with_fine_tuning_keeps_units_removed(trained, tmp_path)
 def test_curve_levels_and_random_orders(trained, tmp_path):
     out = tmp_path / "curve.json"
     code = main(["curve", "--checkpoint", str(trained / "run" / "model"), "--layer", "fc2",
-                 "--stimuli", "100", "--levels", "0.25", "0.5", "--random", "8",
+                 "--stimuli", "100", "--levels", "0.25,0.5", "--random", "8", "--seed", "1",
                  "--json", str(out)])
     assert code == 0
     curve = _json(out)
-    assert curve["levels"] == [0.25, 0.5]
+    assert curve["levels"] == [0.25, 0.5] and curve["seed"] == 0  # the one network given
     assert curve["removed"] == [128, 256]
     assert all(0.0 <= p <= 1.0 for p in curve["p_poz_beats_random"])
+
+
+def test_curve_of_every_seed_with_kept_levels_and_class_means(trained, tmp_path):
+    out = tmp_path / "curves.json"
+    code = main(["curve", "--checkpoint", str(trained / "run" / "model"), "--layer", "fc2",
+                 "--stimuli", "100", "--stimuli-split", "train", "--keep", "0.9,0.5,0.1",
+                 "--random", "0", "--class-means", "--figure", str(tmp_path / "c.png"),
+                 "--json", str(out), "--no-progress"])
+    assert code == 0
+    result = _json(out)
+    assert len(result["curves"]) == 2
+    assert result["summary"]["removed"] == [512 - 460, 512 - 256, 512 - 51]
+    assert len(result["summary"]["fit_sd"]) == 3
+    assert result["curves"][0]["random_fits"] == []
+    assert (tmp_path / "c.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("extra,message", [
     (["--threshold", "1.5"], "threshold"),
     (["--layers", "conv9"], "conv9"),
     (["--stimuli", "2"], "3"),
+    (["--stimuli", "5000"], "at most 359"),
+    (["--class-means", "--method", "l1"], "--class-means applies to the PoZ search"),
 ])
 def test_bad_prune_input_is_a_clear_error(trained, capsys, extra, message):
     code = main(["prune", "--checkpoint", str(trained / "run" / "model"), "--no-progress",

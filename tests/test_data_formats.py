@@ -303,15 +303,24 @@ def test_image_folder_class_archive(tmp_path):
     archive = write_tar(tmp_path / "pets.tar.gz", files)
     ds = jd.load_image_folder(archive, size=None)
     assert ds.class_names == ("cat", "dog")
-    assert ds.file_names == ("cat/a.png", "cat/z.png", "dog/a.png", "dog/b.png")
-    np.testing.assert_array_equal(ds.labels, [0, 0, 1, 1])
+    assert ds.file_names == ("cat/a.png", "dog/a.png", "cat/z.png", "dog/b.png")  # interleaved
+    np.testing.assert_array_equal(ds.labels, [0, 1, 0, 1])
     for i, f in enumerate(ds.file_names):
         np.testing.assert_array_equal(ds.images[i], arrays[f])
     assert ds.mean == jd.IMAGENET_MEAN
     np.testing.assert_allclose(ds.float_images(), jd.imagenet_normalize(ds.images))
     ordered = jd.load_image_folder(archive, size=16, classes=["dog", "cat"])
     assert ordered.images.shape == (4, 16, 16, 3)
-    assert ordered.file_names[0] == "dog/a.png" and ordered.labels.tolist() == [0, 0, 1, 1]
+    assert ordered.file_names[0] == "dog/a.png" and ordered.labels.tolist() == [0, 1, 0, 1]
+
+
+def test_class_folders_are_interleaved_so_every_prefix_is_balanced():
+    entries = {f"{c}/{i:02d}.png": None for c, n in (("a", 3), ("b", 1), ("c", 2))
+               for i in range(n)}
+    items, labels, names = jd.class_entries(entries)
+    assert [k for k, _ in items] == ["a/00.png", "b/00.png", "c/00.png", "a/01.png",
+                                     "c/01.png", "a/02.png"]
+    assert labels.tolist() == [0, 1, 2, 0, 2, 0] and names == ("a", "b", "c")
 
 
 def test_image_folder_flat_and_subdir(tmp_path):

@@ -23,7 +23,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Bump when decoding or preprocessing changes: invalidates cached arrays.
-LOADER_VERSION = 1
+LOADER_VERSION = 2  # 2: class folders in class-interleaved order
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -107,8 +107,11 @@ def class_entries(
     """Order class-subfolder entries: (items, int32 labels, class names).
 
     The class of `a/b/c.png` is `a`. Classes follow `classes` when given (every folder
-    must be listed there), else sorted folder names; within a class, files are sorted
-    by relative path.
+    must be listed there), else sorted folder names; within a class, files are sorted by
+    relative path. The order is **class-interleaved**: round-robin over the classes by
+    within-class index (the first file of every class, then the second of every class, ...;
+    a class that runs out is skipped), so every prefix ("the first N images") is as
+    class-balanced as the counts allow.
     """
     found = sorted({k.split("/", 1)[0] for k in entries})
     names = tuple(classes) if classes is not None else tuple(found)
@@ -116,7 +119,13 @@ def class_entries(
     if unknown:
         raise DataFormatError(f"{where}: class folders {unknown} are not among {list(names)}")
     index = {c: i for i, c in enumerate(names)}
-    keys = sorted(entries, key=lambda k: (index[k.split("/", 1)[0]], k))
+    by_class = sorted(entries, key=lambda k: (index[k.split("/", 1)[0]], k))
+    rank: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for k in by_class:
+        c = k.split("/", 1)[0]
+        rank[k], seen[c] = seen.get(c, 0), seen.get(c, 0) + 1
+    keys = sorted(by_class, key=lambda k: (rank[k], index[k.split("/", 1)[0]]))
     labels = np.array([index[k.split("/", 1)[0]] for k in keys], dtype=np.int32)
     return [(k, entries[k]) for k in keys], labels, names
 

@@ -85,8 +85,9 @@ class Splits:
 @dataclass(frozen=True)
 class IterativeConfig:
     """An iterative pruning run as plain data. ``options`` go to the pruning method (e.g.
-    ``compare``, ``kernel``, ``debiased`` for CKA); ``stimuli``: the first training images
-    the searches see; ``probe``: the first test images of the CKA records."""
+    ``compare``, ``kernel``, ``debiased`` for CKA); ``stimuli``: the first images of
+    ``stimuli_split`` (default the training images) the searches see; ``probe``: the first
+    test images of the CKA records."""
 
     method: str = "cka"
     fraction: float = 0.2
@@ -95,6 +96,7 @@ class IterativeConfig:
     stimuli: int = 512
     probe: int = 1000
     options: Mapping[str, Any] = field(default_factory=dict)
+    stimuli_split: str = "train"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -104,6 +106,9 @@ class IterativeConfig:
             raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
         if self.stimuli < 4 or self.probe < 4:
             raise ValueError("stimuli and probe need at least 4 images each")
+        if self.stimuli_split not in ("train", "test"):
+            raise ValueError(f"stimuli_split must be 'train' or 'test', got "
+                             f"{self.stimuli_split!r}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
 
@@ -175,7 +180,8 @@ def iterative_prune(
         raise ValueError(f"{n_seeds} networks but seeds {seeds}"
                          + ("" if train is None else f" and train.seeds {train.seeds}"))
     names = resolve_layers(arch, config.layers)
-    x_search = data.x_train[: config.stimuli]
+    x_search = (data.x_train if config.stimuli_split == "train" else data.x_test)[
+        : config.stimuli]
     x_probe = data.x_test[: config.probe]
     val = None if data.x_val is None else (data.x_val, data.y_val)
     current = {layer.name: np.ones((n_seeds, layer.width), np.float32) for layer in arch.layers}
@@ -264,6 +270,7 @@ def prune_command(
     fine_tune_config: TrainConfig | None = None,
     layers: Sequence[str] | None = None,
     stimuli: int = 512,
+    stimuli_split: str = "train",
     probe: int = 1000,
     seeds: Sequence[int] | None = None,
     data_dir: str | None = None,
@@ -283,7 +290,8 @@ def prune_command(
     if isinstance(data, str):
         data = Splits.load(data, data_dir, flatten=len(arch.input_shape) == 1)
     config = IterativeConfig(method, fraction, iterations, None if layers is None
-                             else tuple(layers), stimuli, probe, dict(options))
+                             else tuple(layers), stimuli, probe, dict(options),
+                             stimuli_split=stimuli_split)
     result = iterative_prune(arch, params, data, config, fine_tune_config, seeds=seeds,
                              progress=progress)
     out = result.to_dict()
