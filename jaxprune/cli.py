@@ -103,7 +103,9 @@ def _prune_baseline(args, arch, params, meta, data_name) -> dict[str, Any]:
                         iterations=args.iterations, fine_tune_config=fine_tune,
                         layers=args.layers, stimuli=args.stimuli or 512,
                         stimuli_split=args.stimuli_split or "train", seeds=meta["seeds"],
-                        data_dir=args.data_dir, progress=not args.no_progress)
+                        data_dir=args.data_dir, progress=not args.no_progress,
+                        **({"compare": args.compare, "greedy": args.greedy}
+                           if args.method == "cka" else {}))
     rows = [[r["iteration"], r["seed"], f"{r['kept_fraction']:.2f}",
              f"{r['test_accuracy_pruned']:.4f}", f"{r['test_accuracy']:.4f}",
              f"{r['agreement']:.4f}", f"{r['readout_cka']:.3f}"] for r in out["records"]]
@@ -213,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fraction", type=float, default=0.5,
                    help="cka/l1/random: share of each layer's remaining units removed")
     p.add_argument("--iterations", type=int, default=1, help="cka/l1/random: prune rounds")
+    p.add_argument("--compare", default="layer", choices=["layer", "readout", "later", "preact"],
+                   help="cka: what a removal is judged on (default: the layer's own output; "
+                        "preact: its pre-activation, the reference code's choice)")
+    p.add_argument("--greedy", default="recompute", choices=["recompute", "once"],
+                   help="cka: re-score after every removal (default) or rank once per layer "
+                        "(the reference code's loop)")
     p.add_argument("--fine-tune-epochs", type=int, default=0,
                    help="cka/l1/random: masked fine-tuning epochs after each round (0: none)")
     p.add_argument("--resume", help="JSON file: finished seeds are kept and skipped on rerun")

@@ -59,12 +59,13 @@ def test_prune_poz_both_directions(trained, tmp_path):
     assert (tmp_path / "trace.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("method", ["cka", "l1", "random"])
-def test_prune_baselines_remove_the_fraction(trained, tmp_path, method):
+@pytest.mark.parametrize("method, extra", [("cka", []), ("l1", []), ("random", []),
+                                           ("cka", ["--compare", "preact", "--greedy", "once"])])
+def test_prune_baselines_remove_the_fraction(trained, tmp_path, method, extra):
     out = tmp_path / f"{method}.json"
     code = main(["prune", "--checkpoint", str(trained / "run" / "model"), "--stimuli", "100",
                  "--method", method, "--fraction", "0.25", "--layers", "fc1",
-                 "--json", str(out), "--no-progress"])
+                 "--json", str(out), "--no-progress", *extra])
     assert code == 0
     result = _json(out)
     (runs,) = result["prunes"]  # one round, one result per seed
@@ -72,6 +73,8 @@ def test_prune_baselines_remove_the_fraction(trained, tmp_path, method):
     for r in runs:
         assert r["kept"]["fc1"] == 512 - 128
         assert r["kept"]["fc2"] == 512
+        if extra:
+            assert r["config"]["compare"] == "preact" and r["config"]["greedy"] == "once"
     assert [rec["iteration"] for rec in result["records"]] == [0, 0, 1, 1]
 
 

@@ -17,7 +17,7 @@ from jaxprune import geometry
 from jaxprune.masks import compression_rate
 from jaxprune.models import apply, architecture, init_params
 from jaxprune.search.cka import (
-    TIE_EPS,
+    TIE_ULPS,
     _quadratic_form,
     candidate_cka,
     cka_prune,
@@ -76,8 +76,14 @@ def test_twin_layer_linear(widths):
         dict(compare="readout", debiased=True),
         dict(compare="layer", kernel="rbf", layers=("fc2",)),
         dict(compare="readout", kernel="rbf", sigma=0.5),
+        dict(compare="preact"),
+        dict(compare="preact", debiased=True),
+        dict(compare="preact", kernel="rbf", layers=("fc2",)),
+        dict(compare="readout", greedy="once"),
+        dict(compare="preact", greedy="once"),
     ],
-    ids=["readout", "later", "readout-debiased", "layer-rbf", "readout-rbf"],
+    ids=["readout", "later", "readout-debiased", "layer-rbf", "readout-rbf", "preact",
+         "preact-debiased", "preact-rbf", "readout-once", "preact-once"],
 )
 def test_twin_other_comparisons(options):
     options = {"layers": ("fc1", "fc2"), **options}
@@ -153,7 +159,7 @@ def test_search_is_greedy_not_one_shot():
     first = candidate_cka(MLP, params, x, "fc1")
     for u, score in zip(trace.order, trace.scores, strict=True):
         scores = candidate_cka(MLP, params, x, "fc1", {"fc1": mask}, reference_masks=ref)
-        best = np.flatnonzero(scores >= scores.max() - TIE_EPS * np.finfo(np.float32).eps)
+        best = np.flatnonzero(scores >= scores.max() * (1 - TIE_ULPS * np.finfo(np.float32).eps))
         assert u == best[0] and score == pytest.approx(scores[u], abs=1e-6)  # ties: lowest
         mask[u] = 0.0
         _, acts = apply(MLP, params, {"fc1": jnp.asarray(mask)}, jnp.asarray(x))
@@ -230,3 +236,51 @@ def test_bad_input_gives_clear_errors():
         cka_prune(low, init_params(low, jax.random.key(0)), x, layers=["fc2"], compare="readout")
     with pytest.raises(ValueError, match="not binary"):
         cka_prune(MLP, params, x, masks={"fc1": np.full(14, 0.5, np.float32)})
+
+
+def test_greedy_once_removes_in_the_order_of_the_first_scores():
+    params, x = net(MLP, 4), stim(MLP, 4)
+    with jax.enable_x64(True):
+        params64 = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+        x64 = x.astype(np.float64)
+        first = candidate_cka(MLP, params64, x64, "fc1")
+        once = cka_prune_layer(MLP, params64, x64, "fc1", fraction=0.5, greedy="once")
+        truly = cka_prune_layer(MLP, params64, x64, "fc1", fraction=0.5)
+    (trace,) = once.trace
+    assert trace.order == list(np.argsort(-first, kind="stable")[:7])
+    np.testing.assert_allclose(trace.scores, first[trace.order], atol=1e-12)
+    assert once.config["greedy"] == "once" and truly.trace[0].order != trace.order
+    with pytest.raises(ValueError, match="greedy must be one of"):
+        cka_prune(MLP, params, x, greedy="sometimes")
+
+
+def test_preact_compares_the_pre_activation_with_the_unit_at_its_bias():
+    params, x = net(MLP, 8), stim(MLP, 8)
+    scores = candidate_cka(MLP, params, x, "fc2", compare="preact")
+    z = x @ np.asarray(params["fc1"]["kernel"]) + np.asarray(params["fc1"]["bias"])
+    z = np.maximum(z, 0) @ np.asarray(params["fc2"]["kernel"]) + np.asarray(params["fc2"]["bias"])
+    for u in (0, 3):
+        zu = z.copy()
+        zu[:, u] = float(params["fc2"]["bias"][u])
+        assert scores[u] == pytest.approx(float(geometry.cka(z, zu)), abs=1e-5)
+
+
+def test_ties_are_relative_so_float32_choices_follow_float64():
+    """A wide pre-ReLU layer: at some step the best two candidates differ by less than the old
+    absolute tie tolerance (8 float32 eps) but by more than float32 rounding, so they must not be
+    tied; the float32 search makes the float64 twin's choices."""
+    arch = architecture("mlp", input_dim=32, widths=(256, 16), dropout=0.0)
+    kwargs = dict(layers=("fc1",), fraction=8 / 256, compare="preact")
+    with jax.enable_x64(True):
+        params, x = net(arch, 0, np.float64), stim(arch, 1, n=300, dtype=np.float64)
+        r64 = cka_prune(arch, params, x, **kwargs)
+        mask, gaps = np.ones(256), []
+        for u in r64.trace[0].order:
+            s = np.sort(candidate_cka(arch, params, x, "fc1", {"fc1": mask},
+                                      reference_masks={}, compare="preact"))[::-1]
+            gaps.append(s[0] - s[1])
+            mask[u] = 0.0
+        params32 = jax.tree.map(lambda p: np.asarray(p, np.float32), params)
+    r32 = cka_prune(arch, params32, x.astype(np.float32), **kwargs)
+    assert r32.trace[0].order == r64.trace[0].order
+    assert min(gaps) < 8 * np.finfo(np.float32).eps

@@ -3,20 +3,26 @@ representation most similar (CKA) to the original network's.
 
 For each visited layer, every step scores each remaining unit ``u`` by the CKA between the
 original representation and the one with ``u`` also removed, removes the best candidate and
-repeats, so each step's scores reflect the removals already made. Ties — scores within
-``TIE_EPS`` float eps of the best, which rounding cannot order — go to the lowest index.
-A layer stops after ``round(fraction · kept)`` removals (at most ``kept − 1``), or before the
-first removal whose CKA would fall below ``floor``.
+repeats, so each step's scores reflect the removals already made (``greedy="recompute"``, the
+default). ``greedy="once"`` scores the units once per layer visit and removes them in that
+order (what the reference code does, although its README describes the greedy loop).
+Ties — scores ``s`` with ``best − s <= TIE_ULPS·eps·|best|``, equal up to float rounding
+relative to their magnitude — go to the lowest index; scores that differ by more are never
+reordered. A layer stops after ``n_to_remove`` = ``floor(fraction · kept + 1/2)`` removals
+(at most ``kept − 1``), or before the first removal whose CKA would fall below ``floor``.
 
 ``compare`` names the representation that is compared:
 
 - ``"layer"`` (default): the pruned layer's own masked output;
 - ``"readout"``: the readout layer (the penultimate, post-ReLU) — the judgement downstream;
-- ``"later"``: the mean CKA over every layer after the pruned one up to the readout.
+- ``"later"``: the mean CKA over every layer after the pruned one up to the readout;
+- ``"preact"``: the pruned layer's pre-activation, a removed unit's pre-activation set to its
+  bias (the reference code's comparison). Centring makes a constant column equal to a
+  removed one, so this is ``"layer"`` on the pre-ReLU values.
 
-On the readout layer itself the three coincide. The original representation is that of the
-network as given (``params``, ``masks``) at the start of the call; layers are visited
-bottom-up by default.
+On the readout layer itself ``"layer"``, ``"readout"`` and ``"later"`` coincide. The
+original representation is that of the network as given (``params``, ``masks``) at the start
+of the call; layers are visited bottom-up by default.
 
 **Exact structure** (the readout or a layer compared with itself, linear kernel). Let
 ``A [n, P, c]`` be the layer's centred activations with every unit present (``P`` spatial
@@ -73,12 +79,13 @@ from jaxprune.models import Architecture, Params, apply, forward_from, linear, t
 from jaxprune.search.poz import unit_contribution
 from jaxprune.search.result import LayerTrace, PruneResult
 
-COMPARES = ("layer", "readout", "later")
+COMPARES = ("layer", "readout", "later", "preact")
 KERNELS = ("linear", "rbf")
+GREEDY = ("recompute", "once")
 DIRECTIONS = ("bottom-up", "top-down")
-#: Scores within ``TIE_EPS · eps(dtype)`` of the best are ties (lowest index wins): rounding
-#: cannot order them, e.g. two units that are dead or active on a single stimulus.
-TIE_EPS = 8
+#: Scores within ``TIE_ULPS · eps(dtype) · |best|`` of the best are ties (lowest index wins):
+#: a relative tolerance of a few rounding units, e.g. two dead units score identically.
+TIE_ULPS = 4
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 
@@ -179,6 +186,15 @@ def preactivation(arch: Architecture, params: Params, masks, x: jax.Array, index
     """Pre-activation of layer ``index`` under ``masks`` ``[n, ..., width]``."""
     h = x if index == 0 else apply(arch, params, masks, x)[1][arch.layers[index - 1].name]
     return linear(arch, params, index, transition(arch, index, h))
+
+
+def preactivation_refs(arch: Architecture, params: Params, x: jax.Array,
+                       masks: Mapping[str, Any], names: Sequence[str]) -> dict[str, jax.Array]:
+    """``{layer: flattened pre-activation [n, features]}`` under ``masks``, the reference of
+    ``compare="preact"``."""
+    current = device_masks(masks, x.dtype)
+    return {name: preactivation(arch, params, current, x, arch.index(name)).reshape(
+        x.shape[0], -1) for name in names}
 
 
 def layerwise_cka(
@@ -311,13 +327,14 @@ def _linear_cka(reference, y: jax.Array) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("arch", "index", "names", "kernel", "debiased", "sigma",
-                                   "chunk"))
+                                   "chunk", "preact"))
 def _forward_scores(arch, index, names, kernel, debiased, sigma, chunk, params, masks, z, refs,
-                    units, count):
+                    units, count, preact=False):
     """CKA of the candidates ``units[:count]`` (entries of ``units`` past ``count`` are not
-    evaluated and stay ``-inf``), ``chunk`` at a time."""
+    evaluated and stay ``-inf``), ``chunk`` at a time (``preact``: of the layer's masked
+    pre-activation)."""
     name = arch.layers[index].name
-    a = jax.nn.relu(z)
+    a = z if preact else jax.nn.relu(z)
     mask = masks[name]
     if names == (name,):
         def acts_of(u):
@@ -351,7 +368,7 @@ def _forward_scores(arch, index, names, kernel, debiased, sigma, chunk, params, 
 
 
 def _forward_scorer(arch, params, masks, index, z, refs, names, kernel, debiased, sigma,
-                    chunk) -> Scorer:
+                    chunk, preact=False) -> Scorer:
     width = arch.layers[index].width
     chunk = max(1, min(chunk, width))
     size = -(-width // chunk) * chunk
@@ -362,7 +379,7 @@ def _forward_scorer(arch, params, masks, index, z, refs, names, kernel, debiased
         current = device_masks({**masks, arch.layers[index].name: mask}, z.dtype)
         out = np.asarray(_forward_scores(arch, index, names, kernel, debiased, sigma, chunk,
                                          params, current, z, refs, jnp.asarray(units),
-                                         jnp.int32(alive.size)))
+                                         jnp.int32(alive.size), preact))
         scores = np.full(width, -np.inf)
         scores[alive] = out[: alive.size]
         return scores
@@ -397,13 +414,34 @@ def _sequential_scorer(arch, params, masks, index, z, refs, names, kernel, debia
     return scorer
 
 
+@partial(jax.jit, static_argnames=("kernel", "debiased", "sigma"))
+def _preact_score(kernel, debiased, sigma, z, bias, mask, ref):
+    """CKA of the pre-activation ``z`` with every removed unit's value set to its bias."""
+    z = jnp.where(mask > 0, z, jnp.broadcast_to(bias, z.shape))
+    return geometry.cka(ref, z.reshape(z.shape[0], -1), kernel, debiased, sigma)
+
+
+def _preact_sequential_scorer(params, layer, z, ref, kernel, debiased, sigma) -> Scorer:
+    """Twin of ``compare="preact"``: each candidate's pre-activation written out explicitly."""
+    bias = params[layer]["bias"]
+
+    def scorer(mask: np.ndarray) -> np.ndarray:
+        scores = np.full(mask.shape, -np.inf)
+        for u in np.flatnonzero(mask > 0):
+            candidate = jnp.asarray(mask, z.dtype).at[u].set(0.0)
+            scores[u] = float(_preact_score(kernel, debiased, sigma, z, bias, candidate, ref))
+        return scores
+
+    return scorer
+
+
 # ----------------------------------------------------------------------------- the search
 
 
 def compared_layers(arch: Architecture, index: int, compare: str) -> tuple[str, ...]:
     """Names of the layers whose CKA scores a removal in layer ``index``."""
     readout = arch.index(arch.readout_layer)
-    if compare == "layer" or index == readout:
+    if compare in ("layer", "preact") or index == readout:
         return (arch.layers[index].name,)
     if index > readout:
         raise ValueError(f"layer {arch.layers[index].name!r} is above the readout "
@@ -436,36 +474,47 @@ def make_scorer(
     z = preactivation(arch, params, device_masks(masks, x.dtype), x, index)
     refs = {k: refs[k] for k in names}
     sigma = None if sigma is None else float(sigma)
+    preact = compare == "preact"
+    if sequential and preact:
+        return _preact_sequential_scorer(params, layer, z, refs[layer], kernel, debiased, sigma)
     if sequential:
         return _sequential_scorer(arch, params, masks, index, z, refs, names, kernel, debiased,
                                   sigma)
     if kernel == "linear" and names == (layer,):
-        return quadratic_scorer(refs[layer], jax.nn.relu(z), debiased)
+        return quadratic_scorer(refs[layer], z if preact else jax.nn.relu(z), debiased)
     return _forward_scorer(arch, params, masks, index, z, refs, names, kernel, debiased, sigma,
-                           chunk_size)
+                           chunk_size, preact)
 
 
-def greedy(
+def greedy_removal(
     scorer: Scorer,
     mask: np.ndarray,
     steps: int,
     floor: float | None = None,
-    tie_tol: float = 0.0,
+    tie_rtol: float = 0.0,
     progress: bool = False,
     desc: str = "",
+    once: bool = False,
 ) -> tuple[np.ndarray, list[int], list[float], int]:
     """Greedy removal: ``steps`` times, score the remaining units and remove the best — the
-    lowest index among scores within ``tie_tol`` of the maximum; stop before a removal scoring
-    below ``floor``. Returns the new mask, the chosen units, their scores and how many of them
-    were removed."""
+    lowest index among scores ``s`` with ``best − s <= tie_rtol·|best|``; stop before a removal
+    scoring below ``floor``. ``once``: score once and remove in that order (each unit keeps
+    its score from the start). Returns the new mask, the chosen units, their scores and how
+    many of them were removed."""
     mask = np.array(mask, np.float32)
     order: list[int] = []
     scores: list[float] = []
+    first = None
     for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-        values = scorer(mask)
+        if once:
+            first = scorer(mask) if first is None else first
+            values = np.where(mask > 0, first, -np.inf)
+        else:
+            values = scorer(mask)
         if np.isnan(values).any():
             raise FloatingPointError("CKA scores are NaN: are the stimuli or weights finite?")
-        u = int(np.argmax(values >= np.max(values) - tie_tol))
+        best = np.max(values)
+        u = int(np.argmax(values >= best - tie_rtol * abs(best)))
         order.append(u)
         scores.append(float(values[u]))
         if floor is not None and values[u] < floor:
@@ -474,7 +523,9 @@ def greedy(
     return mask, order, scores, len(order)
 
 
-def check_options(compare: str, kernel: str, chunk_size: int) -> None:
+def check_options(compare: str, kernel: str, chunk_size: int, greedy: str = "recompute") -> None:
+    if greedy not in GREEDY:
+        raise ValueError(f"greedy must be one of {GREEDY}, got {greedy!r}")
     if compare not in COMPARES:
         raise ValueError(f"compare must be one of {COMPARES}, got {compare!r}")
     if kernel not in KERNELS:
@@ -499,6 +550,7 @@ def cka_prune(
     direction: str = "bottom-up",
     chunk_size: int = 16,
     sequential: bool = False,
+    greedy: str = "recompute",
     seed: int | None = None,
     progress: bool = False,
 ) -> PruneResult:
@@ -509,29 +561,34 @@ def cka_prune(
     stopping early before a removal whose CKA would be below ``floor`` (in (0, 1]). ``compare``,
     ``kernel`` (``"linear"``/``"rbf"``, bandwidth ``sigma`` × median distance) and ``debiased``
     choose the score (module docstring); ``masks`` are the starting masks (default: none).
-    ``sequential=True`` runs the one-candidate-at-a-time twin. The trace of a layer holds the
-    chosen units and the CKA after each removal (with ``floor``: plus the first refused one);
-    ``final_score`` is the CKA of the readout, original vs pruned.
+    ``sequential=True`` runs the one-candidate-at-a-time twin. ``greedy``: ``"recompute"``
+    (re-score after every removal) or ``"once"`` (score once per layer). The trace of a layer
+    holds the chosen units and the CKA after each removal (``"once"``: each unit's CKA alone;
+    with ``floor``: plus the first refused one); ``final_score`` is the CKA of the readout,
+    original vs pruned.
     """
     t0 = time.perf_counter()
     check_fraction(fraction, allow_none=floor is not None)
     check_floor(floor)
-    check_options(compare, kernel, chunk_size)
+    check_options(compare, kernel, chunk_size, greedy)
     names = resolve_layers(arch, layers, direction)
     for name in names:
         compared_layers(arch, arch.index(name), compare)
     x = stimuli(arch, x, 4 if debiased else 3)
-    tie_tol = TIE_EPS * float(jnp.finfo(x.dtype).eps)
+    tie_rtol = TIE_ULPS * float(jnp.finfo(x.dtype).eps)
     current = start_masks(arch, masks)
     refs = activations(arch, params, device_masks(current, x.dtype), x)
+    scored = preactivation_refs(arch, params, x, current, names) if compare == "preact" \
+        else refs
     options = dict(compare=compare, kernel=kernel, debiased=debiased, sigma=sigma)
     trace = []
     for name in tqdm(names, desc="CKA layers", disable=not progress, leave=False):
-        scorer = make_scorer(arch, params, x, current, name, refs, chunk_size=chunk_size,
+        scorer = make_scorer(arch, params, x, current, name, scored, chunk_size=chunk_size,
                              sequential=sequential, **options)
         steps = n_to_remove(int(current[name].sum()), fraction)
-        current[name], order, scores, removed = greedy(
-            scorer, current[name], steps, floor, tie_tol, progress, desc=f"CKA {name}")
+        current[name], order, scores, removed = greedy_removal(
+            scorer, current[name], steps, floor, tie_rtol, progress, desc=f"CKA {name}",
+            once=greedy == "once")
         trace.append(LayerTrace(name, order, scores, removed,
                                 note=f"CKA ({compare}) after each removal"))
     final = activations(arch, params, device_masks(current, x.dtype), x)
@@ -542,7 +599,8 @@ def cka_prune(
         threshold=floor, baseline_score=1.0,
         final_score=float(geometry.cka(refs[readout], final[readout], kernel, debiased, sigma)),
         seed=seed, wall_time_s=time.perf_counter() - t0,
-        config={**options, "fraction": fraction, "layers": names, "stimuli": int(x.shape[0]),
+        config={**options, "greedy": greedy, "fraction": fraction, "layers": names,
+                "stimuli": int(x.shape[0]),
                 "sequential": sequential},
     )
 
@@ -578,7 +636,9 @@ def candidate_cka(
     x = stimuli(arch, x, 4 if options.get("debiased") else 3)
     current = start_masks(arch, masks)
     reference = current if reference_masks is None else start_masks(arch, reference_masks)
-    refs = activations(arch, params, device_masks(reference, x.dtype), x)
+    refs = preactivation_refs(arch, params, x, reference, [layer]) \
+        if options.get("compare") == "preact" \
+        else activations(arch, params, device_masks(reference, x.dtype), x)
     scorer = make_scorer(arch, params, x, current, layer, refs, chunk_size=chunk_size,
                          sequential=sequential, **options)
     return scorer(current[layer])
@@ -591,7 +651,7 @@ __all__ = [
     "cka_prune",
     "cka_prune_layer",
     "cka_prune_sequential",
-    "greedy",
+    "greedy_removal",
     "layerwise_cka",
     "make_scorer",
     "quadratic_scorer",
