@@ -1,6 +1,7 @@
 """Cost of the PoZ search on the paper protocol: jaxprune vectorised vs its sequential twin vs a
-plain PyTorch search written the way research code is (one forward pass per candidate, an
-n×n ``np.corrcoef`` RSM, Pearson of the upper triangles). Writes JSON.
+plain PyTorch search written the way research code is (one forward pass per candidate, the
+removed readout units deleted, an n×n correlation RSM as ``np.corrcoef``, Pearson of the upper
+triangles). Writes JSON.
 
 Protocol: ``lenet5_cifar`` trained briefly (Adam) on CIFAR-10 images from ../shared/data
 (Gaussian stimuli where absent), n stimuli, threshold R² ≥ 0.8 to the unpruned readout RSM,
@@ -81,6 +82,15 @@ def trained_lenet(x, y, steps: int, seed: int = 0):
     return arch, params
 
 
+def correlation_rows(a: np.ndarray) -> np.ndarray:
+    """``np.corrcoef(a)`` (float64), except that a constant row correlates 0 with everything
+    (``np.corrcoef`` gives NaN there; jaxprune defines it as 0)."""
+    c = a.astype(np.float64) - a.mean(axis=1, keepdims=True)
+    norm = np.sqrt((c * c).sum(axis=1, keepdims=True))
+    z = np.divide(c, norm, out=np.zeros_like(c), where=norm > 0)
+    return z @ z.T
+
+
 def torch_search(arch, params, x, direction, threshold=0.8, wrap_fit=None):
     """The reference-style search: a PyTorch LeNet, one forward per candidate."""
     import torch
@@ -130,7 +140,7 @@ def torch_search(arch, params, x, direction, threshold=0.8, wrap_fit=None):
             return {"conv1": a1, "conv2": a2, "fc1": a3, "fc2": a4}
 
     def fit(readout, target_rsm):
-        rsm = np.corrcoef(readout.numpy())
+        rsm = correlation_rows(readout.numpy())
         iu = np.triu_indices(len(rsm), 1)
         r = np.corrcoef(rsm[iu], target_rsm[iu])[0, 1]
         return r * r
@@ -139,7 +149,7 @@ def torch_search(arch, params, x, direction, threshold=0.8, wrap_fit=None):
         fit = wrap_fit(fit)
     masks = {n: torch.ones(w) for n, w in arch.widths.items()}
     unpruned = acts(masks)
-    target = np.corrcoef(unpruned["fc2"].numpy())
+    target = correlation_rows(unpruned["fc2"].numpy())
     names = list(arch.layer_names)
     if direction == "top-down":
         names = names[::-1]
@@ -152,7 +162,8 @@ def torch_search(arch, params, x, direction, threshold=0.8, wrap_fit=None):
             trial = {**masks, name: masks[name].clone()}
             trial[name][torch.from_numpy(order[:k].copy())] = 0.0
             readout, _ = forward(trial)
-            if fit(readout, target) < threshold:
+            kept = torch.from_numpy(np.flatnonzero(trial["fc2"].numpy() > 0))
+            if fit(readout[:, kept], target) < threshold:  # removed units deleted
                 break
             masks = trial
     return {n: m.numpy() for n, m in masks.items()}
