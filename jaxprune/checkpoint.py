@@ -13,10 +13,13 @@ writes a temporary sibling folder and renames it into place; the previous checkp
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import shutil
+import signal
+import threading
 import uuid
 import warnings
 from collections.abc import Mapping
@@ -41,8 +44,8 @@ RESERVED_KEYS = ("format", "format_version", "jaxprune_version", "created", "arc
 PyTree = Any
 
 
-class CheckpointError(Exception):
-    """A checkpoint could not be read or written."""
+class CheckpointError(ValueError):
+    """A checkpoint could not be read or written (a ``ValueError``: a bad input to a job)."""
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
@@ -53,7 +56,7 @@ class CheckpointCorruptError(CheckpointError):
     """The checkpoint folder is incomplete or its files are damaged."""
 
 
-class CheckpointMismatchError(CheckpointError, ValueError):
+class CheckpointMismatchError(CheckpointError):
     """The checkpoint's arrays differ (tree, shapes, dtypes) from the expected abstract tree."""
 
 
@@ -221,20 +224,50 @@ def save(
     tag = uuid.uuid4().hex[:8]
     tmp = path.parent / f".{path.name}.tmp-{tag}"
     old = path.parent / f".{path.name}.old-{tag}"
-    try:
-        tmp.mkdir()
-        _write_arrays(tmp / ARRAYS_DIR, jax.device_get(tree))
-        _write_metadata(tmp, text)
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not path.exists():
-            old.rename(path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    with interrupts_deferred():
+        try:
+            tmp.mkdir()
+            _write_arrays(tmp / ARRAYS_DIR, jax.device_get(tree))
+            _write_metadata(tmp, text)
+            if path.exists():
+                path.rename(old)
+            tmp.rename(path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if old.exists() and not path.exists():
+                old.rename(path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise ``KeyboardInterrupt``: a save
+    runs to its end (orbax's writer threads cannot be stopped half-way without noise), and
+    the interrupted run resumes from the checkpoint just written. No-op off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-*`` folders that a killed :func:`save` left in ``folder`` (a
+    kill between the two renames leaves ``.NAME.old-*``, which :func:`restore` still finds
+    while ``NAME`` is missing, so those stay); returns what was removed."""
+    folder = Path(folder)
+    stale = [p for p in folder.glob(".*.tmp-*") if p.is_dir()] if folder.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 # ---------------------------------------------------------------- restore

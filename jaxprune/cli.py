@@ -1,14 +1,73 @@
-"""The ``jaxprune`` command: argument parsing only; the work is in library functions."""
+"""The ``jaxprune`` command: argument parsing only; the work is in library functions.
+
+Every argument is checked when it is parsed (ranges, finiteness, choices) and every output
+path before any work starts; a failure a user can cause ends with ``error: ...`` on stderr and
+exit code 2, an interrupt with exit code 130, and neither leaves a partial output file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxprune.search.result import write_json
+from jaxprune import __version__
+
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+# ----------------------------------------------------------------------------- argument types
+
+
+def _number(kind: type, lo: float | None = None, hi: float | None = None, *,
+            lo_open: bool = False, hi_open: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a finite ``kind`` in the interval ``lo..hi`` (open ends as given)."""
+    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+    where = f"in {left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        below = lo is not None and (value < lo or (lo_open and value == lo))
+        above = hi is not None and (value > hi or (hi_open and value == hi))
+        if not math.isfinite(value) or below or above:
+            raise argparse.ArgumentTypeError(f"{text} is not {where}")
+        return value
+
+    return parse
+
+
+def _fractions(text: str) -> list[float]:
+    """``"0.9,0.8"`` (or ``"0.9 0.8"``) → ``[0.9, 0.8]`` for ``--levels``/``--keep``."""
+    try:
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
+
+
+#: The registered networks and data sets (tests check them against the registries; listed here
+#: so that argument checks need not import JAX).
+MODELS = ("alexnet", "lenet5_cifar", "lenet5_mnist", "mlp", "vgg16")
+DATASETS = ("cifar10", "digits", "mnist")
+
+COUNT = _number(int, 1)
+STIMULI = _number(int, 3)
+THRESHOLD = _number(float, 0.0, 1.0, lo_open=True)
+FRACTION = _number(float, 0.0, 1.0, hi_open=True)
+RATE = _number(float, 0.0, None, lo_open=True)
+
+
+# ----------------------------------------------------------------------------- subcommands
 
 
 def _models(args: argparse.Namespace) -> dict[str, Any]:
@@ -21,20 +80,22 @@ def _models(args: argparse.Namespace) -> dict[str, Any]:
         out[name] = {"parameters": masks.param_count(arch), "flops": masks.flops(arch),
                      "input_shape": list(arch.input_shape), "readout": arch.readout_layer,
                      "layers": layers}
+        widths = ",".join(str(la.width) for la in arch.layers)
         rows.append([name, f"{masks.param_count(arch):,}", "x".join(map(str, arch.input_shape)),
-                     " ".join(f"{la.name}:{la.kind}[{la.width}]" for la in arch.layers)])
-    print(report.table(["network", "parameters", "input", "prunable layers"], rows))
+                     f"{len(arch.layers)} ({arch.layers[0].name}..{arch.readout_layer})",
+                     widths if len(widths) <= 48 else widths[:45] + "..."])
+    print(report.table(["network", "parameters", "input", "prunable layers", "widths"], rows))
     return out
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     from jaxprune.pipeline import MainConfig, run_main
 
-    overrides = {k: getattr(args, k) for k in ("model", "data", "data_dir", "seeds", "epochs",
-                                                 "stimuli", "stimuli_split", "threshold", "out")
-                 if getattr(args, k) is not None}
-    overrides["class_means"] = args.class_means
-    overrides["progress"] = not args.no_progress
+    fields = ("model", "data", "data_dir", "seeds", "epochs", "stimuli", "stimuli_split",
+              "threshold", "out")
+    overrides = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    overrides.update(class_means=args.class_means, progress=not args.no_progress,
+                     fresh=args.fresh)
     if args.model is not None and args.model != "lenet5_mnist":
         overrides.setdefault("widths", None)  # the family's own widths
     config = MainConfig.quick(**overrides) if args.quick else MainConfig(**overrides)
@@ -42,12 +103,14 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
-    from jaxprune.pipeline import train_seeds
+    from jaxprune.pipeline import fresh_start, train_seeds
     from jaxprune.train import TrainConfig
 
     config = TrainConfig(optimizer=args.optimizer, learning_rate=args.lr,
                          batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
                          val_fraction=args.val_fraction)
+    if args.fresh:
+        fresh_start(Path(args.out))
     _, _, summary = train_seeds(args.model, args.data, args.seeds, args.out, config,
                                 data_dir=args.data_dir, progress=not args.no_progress)
     print(f"saved {args.seeds} seeds to {Path(args.out) / 'model'}")
@@ -55,212 +118,253 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _prune(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
+    from jaxprune.pipeline import prune_search
 
-    from jaxprune import report
-    from jaxprune.pipeline import load_trained, stimuli
-    from jaxprune.search.poz import DIRECTIONS, PoZConfig, poz_search_directions
-
-    arch, params, meta = load_trained(args.checkpoint)
-    data_name = args.data or meta["data"]
     if args.method != "poz":
-        return _prune_baseline(args, arch, params, meta, data_name)
-    data = stimuli(data_name, args.stimuli, split=args.stimuli_split or "test",
-                   data_dir=args.data_dir)
-    target = np.load(args.target_rsm) if args.target_rsm else None
-    directions = DIRECTIONS if args.direction == "both" else (args.direction,)
-    config = PoZConfig(threshold=args.threshold, metric=args.metric,
-                       rsm_method=args.rsm_method, rank=args.rank, class_means=args.class_means,
-                       layers=tuple(args.layers) if args.layers else None)
-    search = poz_search_directions(arch, params, data.float_images(), config,
-                                   directions=directions, stacked=True, target_rsm=target,
-                                   labels=data.labels, resume_path=args.resume,
-                                   progress=not args.no_progress)
-    print(report.search_table(search.results, search.jaccard))
-    if args.figure:
-        print(f"figure: {report.plot_traces(search.results, args.figure)}")
-    return search.to_dict()
+        return _prune_baseline(args)
+    return prune_search(
+        args.checkpoint, data=args.data, data_dir=args.data_dir, stimuli=args.stimuli,
+        split=args.stimuli_split or "test", direction=args.direction,
+        target_rsm=args.target_rsm, resume=args.resume, fresh=args.fresh, figure=args.figure,
+        seed_batch=args.seed_batch, progress=not args.no_progress,
+        threshold=args.threshold, metric=args.metric, rsm_method=args.rsm_method,
+        rank=args.rank, class_means=args.class_means,
+        layers=tuple(args.layers) if args.layers else None)
 
 
-def _prune_baseline(args, arch, params, meta, data_name) -> dict[str, Any]:
+def _prune_baseline(args: argparse.Namespace) -> dict[str, Any]:
     """``--method cka|l1|random``: remove ``--fraction`` of each layer's units, optionally
     ``--iterations`` times with ``--fine-tune-epochs`` of masked fine-tuning in between."""
-    import dataclasses
+    from jaxprune.pipeline import prune_baseline
 
-    from jaxprune import report
-    from jaxprune.search.iterative import prune_command
-    from jaxprune.train import TrainConfig
-
-    fine_tune = None
-    if args.fine_tune_epochs > 0:
-        trained_with = TrainConfig.from_dict(meta["train_config"])
-        fine_tune = dataclasses.replace(trained_with, epochs=args.fine_tune_epochs,
-                                        seeds=tuple(meta["seeds"]))
+    for flag in ("target_rsm", "resume", "figure"):
+        if getattr(args, flag):
+            raise ValueError(f"--{flag.replace('_', '-')} applies to the PoZ search "
+                             "(--method poz) only")
     if args.class_means:
         raise ValueError("--class-means applies to the PoZ search (--method poz); CKA, L1 and "
                          "random pruning compare per-stimulus representations")
-    out = prune_command(arch, params, data_name, args.method, args.fraction,
-                        iterations=args.iterations, fine_tune_config=fine_tune,
-                        layers=args.layers, stimuli=args.stimuli or 512,
-                        stimuli_split=args.stimuli_split or "train", seeds=meta["seeds"],
-                        data_dir=args.data_dir, progress=not args.no_progress,
-                        **({"compare": args.compare, "greedy": args.greedy}
-                           if args.method == "cka" else {}))
-    rows = [[r["iteration"], r["seed"], f"{r['kept_fraction']:.2f}",
-             f"{r['test_accuracy_pruned']:.4f}", f"{r['test_accuracy']:.4f}",
-             f"{r['agreement']:.4f}", f"{r['readout_cka']:.3f}"] for r in out["records"]]
-    print(report.table(["iteration", "seed", "kept", "acc. pruned", "acc. fine-tuned",
-                        "agreement", "readout CKA"], rows))
-    return out
+    options = {"compare": args.compare, "greedy": args.greedy} if args.method == "cka" else {}
+    return prune_baseline(args.checkpoint, args.method, args.fraction, data=args.data,
+                          data_dir=args.data_dir, iterations=args.iterations,
+                          fine_tune_epochs=args.fine_tune_epochs, layers=args.layers,
+                          stimuli=args.stimuli or 512, split=args.stimuli_split or "train",
+                          progress=not args.no_progress, **options)
 
 
 def _curve(args: argparse.Namespace) -> dict[str, Any]:
-    from jaxprune import report
-    from jaxprune.models import seed_slice
-    from jaxprune.pipeline import load_trained, stimuli
-    from jaxprune.search.curves import fraction_curve
+    from jaxprune.pipeline import curve_command
 
-    arch, params, meta = load_trained(args.checkpoint)
-    data = stimuli(args.data or meta["data"], args.stimuli, split=args.stimuli_split or "test",
-                   data_dir=args.data_dir)
-    seeds = len(meta["seeds"])
-    if args.seed is not None and not 0 <= args.seed < seeds:
-        raise ValueError(f"--seed {args.seed} is not a seed of this checkpoint (it has "
-                         f"{seeds}: use 0..{seeds - 1}, or leave --seed out for all)")
-    one = args.seed is not None
-    curves = fraction_curve(
-        arch, seed_slice(params, args.seed) if one else params, data.float_images(),
-        args.layer, levels=args.levels, keep=args.keep, n_random=args.random,
-        class_means=args.class_means, labels=data.labels, stacked=not one)
-    print(report.curve_table(curves))
-    if args.figure:
-        print(f"figure: {report.plot_curve(curves, args.figure)}")
-    return curves.to_dict()
+    return curve_command(args.checkpoint, args.layer, data=args.data, data_dir=args.data_dir,
+                         stimuli=args.stimuli, split=args.stimuli_split or "test",
+                         levels=args.levels, keep=args.keep, n_random=args.random,
+                         seed=args.seed, class_means=args.class_means, figure=args.figure)
 
 
-def _fractions(text: str) -> list[float]:
-    """``"0.9,0.8"`` (or ``"0.9 0.8"``) → ``[0.9, 0.8]`` for ``--levels``/``--keep``."""
-    try:
-        return [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers separated by commas, got {text!r}") from None
+# ----------------------------------------------------------------------------- the parser
+
+EXAMPLES = {
+    "models": "example:\n  jaxprune models --json models.json",
+    "run": "examples:\n  jaxprune run\n  jaxprune run --quick --out runs/quick\n"
+           "  jaxprune run --threshold 0.9 --fresh",
+    "train": "example:\n  jaxprune train --model lenet5_cifar --data cifar10 --seeds 20 "
+             "--epochs 30 --patience 3 --out runs/c10",
+    "prune": "examples:\n  jaxprune prune --checkpoint runs/c10/model --stimuli 5000 "
+             "--stimuli-split train --resume runs/c10/poz.json --json poz.json\n"
+             "  jaxprune prune --checkpoint runs/c10/model --target-rsm human.npy\n"
+             "  jaxprune prune --checkpoint runs/c10/model --method cka --fraction 0.4 "
+             "--iterations 3 --fine-tune-epochs 10",
+    "curve": "example:\n  jaxprune curve --checkpoint runs/c10/model --layer fc2 --stimuli 10000 "
+             "--class-means --keep 0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1 --figure curve.png",
+}
+
+
+def _stimuli_options(p: argparse.ArgumentParser, split_default: str) -> None:
+    p.add_argument("--stimuli", type=STIMULI, metavar="N",
+                   help="the first N images of --stimuli-split (class-interleaved order; "
+                        "default: all of them)")
+    p.add_argument("--stimuli-split", choices=["train", "test"],
+                   help=f"the split the stimuli come from (default: {split_default})")
+    p.add_argument("--class-means", action="store_true",
+                   help="average each class's readout features before the RSM (C×C RSMs, as "
+                        "the reference code and the fraction-curve paper)")
+
+
+def _data_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--data", required=required, choices=DATASETS,
+                   help="data set" + ("" if required else " (default: the checkpoint's training "
+                                      "data)"))
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="folder holding <data>/ raw files (default: $JAXPRUNE_DATA, then "
+                        "../shared/data)")
+
+
+def _add_run(sub) -> None:
+    p = sub("run", _run, "the main job: train seeds, PoZ-prune both directions, report")
+    p.add_argument("--model", choices=MODELS,
+                   help="network (default: lenet5_mnist narrowed to 16-16-128-64)")
+    p.add_argument("--data", choices=DATASETS,
+                   help="data set (default: digits, embedded in scikit-learn)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder with the raw data")
+    p.add_argument("--seeds", type=COUNT, help="networks trained and searched (default 3)")
+    p.add_argument("--epochs", type=COUNT, help="most training epochs (default 20)")
+    _stimuli_options(p, "test")
+    p.add_argument("--threshold", type=THRESHOLD, help="R² to keep, in (0, 1] (default 0.8)")
+    p.add_argument("--out", help="output folder (default runs/main); rerunning resumes")
+    p.add_argument("--quick", action="store_true", help="a small, fast version")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard what an earlier run left in --out and start afresh")
+
+
+def _add_train(sub) -> None:
+    p = sub("train", _train, "train many seeds of a network in one program")
+    p.add_argument("--model", required=True, choices=MODELS, help="network")
+    _data_options(p, required=True)
+    p.add_argument("--seeds", type=COUNT, default=1, help="networks trained in one program")
+    p.add_argument("--epochs", type=COUNT, default=10, help="most epochs")
+    p.add_argument("--batch-size", type=COUNT, default=64, help="minibatch size")
+    p.add_argument("--lr", type=RATE, default=1e-3, help="learning rate (finite, > 0)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimizer")
+    p.add_argument("--patience", type=COUNT, default=None,
+                   help="early stopping after this many epochs without improvement (none)")
+    p.add_argument("--val-fraction", type=FRACTION, default=0.1,
+                   help="share of each class held out per seed for validation, in [0, 1)")
+    p.add_argument("--out", required=True, help="folder for checkpoints (a rerun resumes)")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard the checkpoints in --out and start afresh")
+
+
+def _add_prune(sub) -> None:
+    p = sub("prune", _prune, "prune trained networks (PoZ search, or CKA/L1/random baselines)")
+    p.add_argument("--checkpoint", required=True, help="the OUT/model folder written by train")
+    p.add_argument("--method", default="poz", choices=["poz", "cka", "l1", "random"],
+                   help="pruning method")
+    _data_options(p)
+    _stimuli_options(p, "test for poz, train for cka/l1/random (their records use test images)")
+    p.add_argument("--direction", default="both", choices=["both", "bottom-up", "top-down"],
+                   help="poz: layer order")
+    p.add_argument("--threshold", type=THRESHOLD, default=None,
+                   help="poz: fit to keep, in (0, 1] (default: 0.8 against the unpruned "
+                        "readout; with --target-rsm the unpruned network's own fit)")
+    p.add_argument("--metric", default="r2", choices=["r2", "r", "spearman"],
+                   help="poz: fit between the upper triangles of the RSMs")
+    p.add_argument("--rsm-method", default="pearson",
+                   choices=["pearson", "pearson_sq", "spearman", "cosine", "euclidean"],
+                   help="poz: RSM entries")
+    p.add_argument("--rank", default="once", choices=["once", "recompute"],
+                   help="poz: PoZ ranking on the unpruned network, or re-ranked per layer")
+    p.add_argument("--layers", nargs="+", metavar="LAYER", help="layers to prune (default: all)")
+    p.add_argument("--target-rsm", metavar="FILE",
+                   help="poz: external [n, n] target (.npy, .npz or PATH.npz:KEY, .csv/.txt)")
+    p.add_argument("--resume", metavar="FILE",
+                   help="poz: JSON of finished seeds, written as they finish; a rerun skips "
+                        "them (refused if written by another run)")
+    p.add_argument("--fresh", action="store_true", help="poz: discard --resume and start afresh")
+    p.add_argument("--seed-batch", type=COUNT, default=1,
+                   help="poz: seeds searched in one program (more pays on accelerators; the "
+                        "resume file is written after each batch)")
+    p.add_argument("--figure", metavar="PNG", help="poz: figure of the fit traces")
+    p.add_argument("--fraction", type=FRACTION, default=0.5,
+                   help="cka/l1/random: share of each layer's remaining units removed, in [0, 1)")
+    p.add_argument("--iterations", type=COUNT, default=1, help="cka/l1/random: prune rounds")
+    p.add_argument("--fine-tune-epochs", type=_number(int, 0), default=0,
+                   help="cka/l1/random: masked fine-tuning epochs after each round (0: none)")
+    p.add_argument("--compare", default="layer", choices=["layer", "readout", "later", "preact"],
+                   help="cka: what a removal is judged on (preact: the layer's pre-activation, "
+                        "the reference code's choice)")
+    p.add_argument("--greedy", default="recompute", choices=["recompute", "once"],
+                   help="cka: re-score after every removal, or rank once per layer (the "
+                        "reference code's loop)")
+
+
+def _add_curve(sub) -> None:
+    p = sub("curve", _curve, "PoZ fraction curves of one layer against random orders")
+    p.add_argument("--checkpoint", required=True, help="the OUT/model folder written by train")
+    p.add_argument("--layer", required=True, help="the layer whose units are removed")
+    _data_options(p)
+    _stimuli_options(p, "test")
+    levels = p.add_mutually_exclusive_group()
+    levels.add_argument("--levels", type=_fractions, metavar="F,F,...",
+                        help="fractions of the layer's units REMOVED (floor(f·width)), in "
+                             "[0, 1) (default 0.1,0.2,...,0.9)")
+    levels.add_argument("--keep", type=_fractions, metavar="P,P,...",
+                        help="fractions KEPT instead, in (0, 1] (int(p·width) units kept, as "
+                             "the reference code), e.g. 0.9,0.8,...,0.1")
+    p.add_argument("--random", type=_number(int, 0), default=100,
+                   help="random orders per seed for the control (0: none)")
+    p.add_argument("--seed", type=_number(int, 0), default=None,
+                   help="one trained seed (default: every seed in one call, mean ± sd)")
+    p.add_argument("--figure", metavar="PNG", help="figure of the curves")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxprune", description="Geometry-preserving pruning of neural networks in JAX.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"jaxprune {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
 
-    def add(name, func, help_text):
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def sub(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = subparsers.add_parser(name, help=help_text, description=help_text,
+                                  epilog=EXAMPLES[name],
+                                  formatter_class=_HelpFormatter)
         p.add_argument("--json", metavar="PATH", help="write machine-readable results here")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
         p.set_defaults(func=func)
         return p
 
-    add("models", _models, "list the registered networks, their layers and parameter counts")
-
-    def add_stimuli(p, split_default: str):
-        p.add_argument("--stimuli", type=int, metavar="N",
-                       help="the first N images of --stimuli-split (class-interleaved order; "
-                            "default: all of them)")
-        p.add_argument("--stimuli-split", choices=["train", "test"],
-                       help=f"which split the stimuli come from (default: {split_default})")
-
-    def add_class_means(p):
-        p.add_argument("--class-means", action="store_true",
-                       help="average each class's readout features before the RSM (C×C "
-                            "RSMs, as the reference code and the fraction-curve paper)")
-
-    p = add("run", _run, "the main job: train seeds, PoZ-prune both directions, report")
-    p.add_argument("--model")
-    p.add_argument("--data", help="digits (embedded, default), mnist or cifar10")
-    p.add_argument("--data-dir", help="folder with the raw data (default: $JAXPRUNE_DATA)")
-    p.add_argument("--seeds", type=int)
-    p.add_argument("--epochs", type=int)
-    add_stimuli(p, "test")
-    add_class_means(p)
-    p.add_argument("--threshold", type=float)
-    p.add_argument("--out", help="output folder (default runs/main)")
-    p.add_argument("--quick", action="store_true", help="a small, fast version")
-
-    p = add("train", _train, "train many seeds of a network in one program")
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--data-dir")
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--patience", type=int, default=None)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--out", required=True, help="folder for checkpoints (resumes if present)")
-
-    p = add("prune", _prune, "prune trained networks (PoZ search, or CKA/L1/random baselines)")
-    p.add_argument("--checkpoint", required=True, help="OUT/model folder written by train")
-    p.add_argument("--method", default="poz", choices=["poz", "cka", "l1", "random"])
-    p.add_argument("--data", help="data set of the stimuli (default: the training data)")
-    p.add_argument("--data-dir")
-    add_stimuli(p, "test for poz, train for cka/l1/random (whose records use test images)")
-    add_class_means(p)
-    p.add_argument("--direction", default="both", choices=["both", "bottom-up", "top-down"])
-    p.add_argument("--threshold", type=float, default=None, help="default 0.8")
-    p.add_argument("--metric", default="r2", choices=["r2", "r", "spearman"])
-    p.add_argument("--rsm-method", default="pearson")
-    p.add_argument("--rank", default="once", choices=["once", "recompute"])
-    p.add_argument("--layers", nargs="*", help="layers to prune (default: all)")
-    p.add_argument("--target-rsm", help=".npy file with an external [n, n] target RSM")
-    p.add_argument("--fraction", type=float, default=0.5,
-                   help="cka/l1/random: share of each layer's remaining units removed")
-    p.add_argument("--iterations", type=int, default=1, help="cka/l1/random: prune rounds")
-    p.add_argument("--compare", default="layer", choices=["layer", "readout", "later", "preact"],
-                   help="cka: what a removal is judged on (default: the layer's own output; "
-                        "preact: its pre-activation, the reference code's choice)")
-    p.add_argument("--greedy", default="recompute", choices=["recompute", "once"],
-                   help="cka: re-score after every removal (default) or rank once per layer "
-                        "(the reference code's loop)")
-    p.add_argument("--fine-tune-epochs", type=int, default=0,
-                   help="cka/l1/random: masked fine-tuning epochs after each round (0: none)")
-    p.add_argument("--resume", help="JSON file: finished seeds are kept and skipped on rerun")
-    p.add_argument("--figure", help="PNG of the fit traces")
-
-    p = add("curve", _curve, "PoZ fraction curve of one layer against random orders")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--layer", required=True)
-    p.add_argument("--data")
-    p.add_argument("--data-dir")
-    add_stimuli(p, "test")
-    add_class_means(p)
-    levels = p.add_mutually_exclusive_group()
-    levels.add_argument("--levels", type=_fractions, metavar="F,F,...",
-                        help="fractions of the layer's units REMOVED (floor(f·width)); "
-                             "default 0.1,0.2,...,0.9")
-    levels.add_argument("--keep", type=_fractions, metavar="P,P,...",
-                        help="fractions KEPT instead, in (0, 1] (int(p·width) units kept, "
-                             "as the reference code), e.g. 0.9,0.8,...,0.1")
-    p.add_argument("--random", type=int, default=100,
-                   help="random orders per seed for the control (0: none; default 100)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="one trained seed (default: every seed in one call, mean ± sd)")
-    p.add_argument("--figure", help="PNG of the curve")
+    sub("models", _models, "list the registered networks, their layers and parameter counts")
+    for add in (_add_run, _add_train, _add_prune, _add_curve):
+        add(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from jaxprune.checkpoint import CheckpointError
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each help text; the epilog's examples keep their lines."""
 
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every file the command will write can be written: checked before any work."""
+    from jaxprune.outputs import check_folder_writable, check_writable
+
+    for flag in ("json", "figure", "resume"):
+        check_writable(getattr(args, flag, None), f"--{flag}")
+    if getattr(args, "out", None):
+        if Path(args.out).is_file():
+            raise NotADirectoryError(f"--out {args.out} is a file; give a folder")
+        check_folder_writable(args.out, "--out")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv``; returns the exit code (argparse's own errors: 2)."""
     try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a bad argument (already printed)
+        return int(exit_.code or 0)
+    try:
+        check_outputs(args)
         result = args.func(args)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        if args.json:
+            from jaxprune.search.result import write_json
+
+            write_json(args.json, {"command": _invocation(args), **result})
+            print(f"wrote {args.json}")
+    except (ValueError, OSError) as e:  # bad input, files (CheckpointError is a ValueError)
         print(f"jaxprune {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"jaxprune {args.command}: interrupted; rerun the same command to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
+
+
+def _invocation(args: argparse.Namespace) -> dict[str, Any]:
+    """What the JSON was produced by: the subcommand, every option and the version."""
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    return {"subcommand": args.command, "options": options, "jaxprune": __version__}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""End-to-end jobs the command line runs: train seeds, load them back, run the PoZ search."""
+"""End-to-end jobs the command line runs: train seeds, load them back, run the searches and
+curves, report. Each job checks its inputs before the long work and records what produced its
+results (:mod:`jaxprune.provenance`)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,15 @@ import numpy as np
 
 from jaxprune import checkpoint, models, report
 from jaxprune.data import ImageDataset, load_dataset
-from jaxprune.models import Architecture, Params
-from jaxprune.search.poz import PoZConfig, poz_search_directions
+from jaxprune.models import Architecture, Params, seed_slice
+from jaxprune.outputs import remove_stale_temporaries
+from jaxprune.provenance import file_hash, fingerprint
+from jaxprune.search.poz import DIRECTIONS, PoZConfig, check_inputs, poz_search_directions
 from jaxprune.search.result import write_json
 from jaxprune.train import TrainConfig, fit
+
+#: What :func:`run_main` and :func:`train_seeds` write into their output folder.
+RUN_ARTEFACTS = ("train", "model", "search.json", "summary.json", "trace.png")
 
 
 def network_for(model: str, data: ImageDataset, **config: Any) -> Architecture:
@@ -56,7 +63,8 @@ def train_seeds(
         "test_accuracy": final["test_accuracy"].tolist(),
         "val_accuracy": final["val_accuracy"].tolist(),
         "epochs_run": result.epochs_run, "train_config": config.to_dict(),
-        "train_seconds": float(sum(result.epoch_seconds)),
+        "train_seconds": result.total_seconds,
+        "best_epoch": (result.best_epoch + 1).tolist(),  # counted from 1
     }
     checkpoint.save(out / "model", result.params, metadata=summary, arch=arch)
     return arch, result.params, summary
@@ -74,7 +82,7 @@ def load_trained(path: str | Path) -> tuple[Architecture, Params, dict[str, Any]
 STIMULI_SPLITS = ("train", "test")
 
 
-def stimuli(
+def stimulus_set(
     data_name: str, n: int | None, *, split: str = "test", data_dir: str | None = None
 ) -> ImageDataset:
     """The first ``n`` images (all when None) of ``split`` of ``data_name``, with labels.
@@ -117,6 +125,7 @@ class MainConfig:
     threshold: float = 0.8
     out: str = "runs/main"
     progress: bool = True
+    fresh: bool = False
 
     @classmethod
     def quick(cls, **overrides: Any) -> MainConfig:
@@ -125,11 +134,30 @@ class MainConfig:
                       **overrides})
 
 
+def fresh_start(out: Path) -> None:
+    """Remove what an earlier run wrote into ``out`` (:data:`RUN_ARTEFACTS` only)."""
+    import shutil
+
+    for name in RUN_ARTEFACTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def run_main(config: MainConfig) -> dict[str, Any]:
     """Train, search both directions, print the table; write ``search.json``,
-    ``summary.json`` and ``trace.png`` into ``config.out``. Interrupted runs resume."""
+    ``summary.json`` and ``trace.png`` into ``config.out``. Interrupted runs resume; a run
+    with other options is refused unless ``config.fresh`` (then the folder starts afresh)."""
     t0 = time.perf_counter()
     out = Path(config.out)
+    data = stimulus_set(config.data, config.stimuli, split=config.stimuli_split,
+                        data_dir=config.data_dir)  # checked before any training
+    search_config = PoZConfig(threshold=config.threshold, class_means=config.class_means)
+    if config.fresh:
+        fresh_start(out)
+    remove_stale_temporaries(out)
     train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size,
                                learning_rate=config.learning_rate, patience=5,
                                val_fraction=0.1)
@@ -137,13 +165,11 @@ def run_main(config: MainConfig) -> dict[str, Any]:
     arch, params, trained = train_seeds(config.model, config.data, config.seeds, out,
                                         train_config, data_dir=config.data_dir,
                                         model_config=model_config, progress=config.progress)
-    data = stimuli(config.data, config.stimuli, split=config.stimuli_split,
-                   data_dir=config.data_dir)
     x = data.float_images()
     search = poz_search_directions(
-        arch, params, x, PoZConfig(threshold=config.threshold, class_means=config.class_means),
-        stacked=True, labels=data.labels, resume_path=str(out / "search.json"),
-        progress=config.progress)
+        arch, params, x, search_config, stacked=True, labels=data.labels, seed_batch=1,
+        resume_path=str(out / "search.json"), progress=config.progress,
+        provenance={"data": config.data, "split": config.stimuli_split})
     text = report.search_table(search.results, search.jaccard)
     figure = report.plot_traces(search.results, out / "trace.png")
     summary = {
@@ -158,9 +184,110 @@ def run_main(config: MainConfig) -> dict[str, Any]:
     write_json(out / "summary.json", summary)
     acc = np.asarray(trained["test_accuracy"])
     print(f"\n{config.model} on {config.data}: {len(acc)} seeds, test accuracy "
-          f"{report.mean_sd(acc, 3)}; PoZ search on {x.shape[0]} {config.stimuli_split} "
-          f"stimuli{' (class means)' if config.class_means else ''}, "
+          f"{report.mean_sd(acc, 3)} (mean ± sd, ddof=1); PoZ search on {x.shape[0]} "
+          f"{config.stimuli_split} stimuli{' (class means)' if config.class_means else ''}, "
           f"threshold R² ≥ {config.threshold}\n")
     print(text)
     print(f"\nwrote {out / 'summary.json'} and {figure} ({summary['wall_time_s']:.0f} s)")
     return summary
+
+
+def _inputs(checkpoint_path, params, data_name: str, split: str, n: int, **extra) -> dict:
+    """What a search or curve result was computed from, for its JSON."""
+    return {"checkpoint": str(Path(checkpoint_path).absolute()),
+            "params_hash": fingerprint(params), "data": data_name, "split": split,
+            "stimuli": int(n), **extra}
+
+
+def prune_search(
+    checkpoint_path: str | Path, *, data: str | None = None, data_dir: str | None = None,
+    stimuli: int | None = None, split: str = "test", direction: str = "both",
+    target_rsm: str | None = None, resume: str | None = None, fresh: bool = False,
+    figure: str | None = None, seed_batch: int = 1, progress: bool = True, **options: Any,
+) -> dict[str, Any]:
+    """``jaxprune prune``: the PoZ search of every seed of a checkpoint in ``direction``
+    (``"both"`` or one), ``options`` the :class:`PoZConfig` fields. Every input is checked
+    before the search; ``resume`` is refused when another search wrote it (``fresh``:
+    discarded instead)."""
+    from jaxprune.data import load_target_rsm
+
+    arch, params, meta = load_trained(checkpoint_path)
+    data_name = data or meta["data"]
+    ds = stimulus_set(data_name, stimuli, split=split, data_dir=data_dir)
+    target = load_target_rsm(target_rsm) if target_rsm else None
+    config = PoZConfig(**options)
+    x = ds.float_images()
+    check_inputs(arch, x, config, target, ds.labels)
+    if fresh and resume:
+        Path(resume).unlink(missing_ok=True)
+    directions = DIRECTIONS if direction == "both" else (direction,)
+    search = poz_search_directions(
+        arch, params, x, config, directions=directions, stacked=True, target_rsm=target,
+        labels=ds.labels, resume_path=resume, seed_batch=seed_batch, progress=progress,
+        provenance={"data": data_name, "split": split})
+    print(report.search_table(search.results, search.jaccard))
+    if figure:
+        print(f"figure: {report.plot_traces(search.results, figure)}")
+    inputs = _inputs(checkpoint_path, params, data_name, split, x.shape[0],
+                     target_rsm=target_rsm,
+                     target_rsm_hash=file_hash(target_rsm.split(".npz:")[0] + ".npz"
+                                               if ".npz:" in target_rsm else target_rsm)
+                     if target_rsm else None)
+    return {"inputs": inputs, **search.to_dict()}
+
+
+def prune_baseline(
+    checkpoint_path: str | Path, method: str, fraction: float, *, data: str | None = None,
+    data_dir: str | None = None, iterations: int = 1, fine_tune_epochs: int = 0,
+    layers=None, stimuli: int = 512, split: str = "train", progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """``jaxprune prune --method cka|l1|random``: remove ``fraction`` of each layer's units,
+    ``iterations`` times with ``fine_tune_epochs`` of masked fine-tuning in between."""
+    from jaxprune.search.iterative import prune_command
+
+    arch, params, meta = load_trained(checkpoint_path)
+    fine_tune = None
+    if fine_tune_epochs > 0:
+        trained_with = TrainConfig.from_dict(meta["train_config"])
+        fine_tune = dataclasses.replace(trained_with, epochs=fine_tune_epochs,
+                                        seeds=tuple(meta["seeds"]))
+    out = prune_command(arch, params, data or meta["data"], method, fraction,
+                        iterations=iterations, fine_tune_config=fine_tune, layers=layers,
+                        stimuli=stimuli, stimuli_split=split, seeds=meta["seeds"],
+                        data_dir=data_dir, progress=progress, **options)
+    rows = [[r["iteration"], r["seed"], f"{r['kept_fraction']:.2f}",
+             f"{r['test_accuracy_pruned']:.4f}", f"{r['test_accuracy']:.4f}",
+             f"{r['agreement']:.4f}", f"{r['readout_cka']:.3f}"] for r in out["records"]]
+    print(report.table(["iteration", "seed", "kept", "acc. pruned", "acc. fine-tuned",
+                        "agreement", "readout CKA"], rows))
+    inputs = _inputs(checkpoint_path, params, data or meta["data"], split, stimuli)
+    return {"inputs": inputs, **out}
+
+
+def curve_command(
+    checkpoint_path: str | Path, layer: str, *, data: str | None = None,
+    data_dir: str | None = None, stimuli: int | None = None, split: str = "test",
+    seed: int | None = None, figure: str | None = None, **options: Any,
+) -> dict[str, Any]:
+    """``jaxprune curve``: fraction curves of ``layer`` for one seed or (``seed`` None) every
+    seed of a checkpoint in one call; ``options`` go to :func:`fraction_curve`."""
+    from jaxprune.search.curves import fraction_curve
+
+    arch, params, meta = load_trained(checkpoint_path)
+    arch.index(layer)
+    seeds = len(meta["seeds"])
+    if seed is not None and not 0 <= seed < seeds:
+        raise ValueError(f"--seed {seed} is not a seed of this checkpoint (it has {seeds}: "
+                         f"use 0..{seeds - 1}, or leave --seed out for all)")
+    data_name = data or meta["data"]
+    ds = stimulus_set(data_name, stimuli, split=split, data_dir=data_dir)
+    one = seed is not None
+    curves = fraction_curve(arch, seed_slice(params, seed) if one else params,
+                            ds.float_images(), layer, labels=ds.labels, stacked=not one,
+                            **options)
+    print(report.curve_table(curves))
+    if figure:
+        print(f"figure: {report.plot_curve(curves, figure)}")
+    inputs = _inputs(checkpoint_path, params, data_name, split, len(ds.labels), seed=seed)
+    return {"inputs": inputs, **curves.to_dict()}

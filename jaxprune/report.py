@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxprune.outputs import write_atomic
 from jaxprune.search.result import PruneResult
 
 
@@ -35,17 +36,21 @@ def search_table(
     first = next(iter(results.values()))[0]
     layers = list(first.masks)
     headers = ["direction", *(f"{n} ({first.widths[n]})" for n in layers), "compression",
-               "fit"]
+               "fit", "threshold"]
     rows = []
     for direction, rs in results.items():
         rows.append([direction]
                     + [mean_sd([r.kept[n] for r in rs], 1) for n in layers]
                     + [mean_sd([r.compression_rate for r in rs]) + "x",
-                       mean_sd([r.final_score for r in rs], 3)])
+                       mean_sd([r.final_score for r in rs], 3),
+                       mean_sd([r.threshold for r in rs], 3)])
     if jaccard:
         rows.append(["jaccard"] + [mean_sd([j[n] for j in jaccard], 2) for n in layers]
-                    + ["", ""])
-    return table(headers, rows)
+                    + ["", "", ""])
+    seeds = len(next(iter(results.values())))
+    note = f"kept units per layer; mean ± sd over {seeds} seeds (ddof=1)\n" if seeds > 1 \
+        else "kept units per layer (one seed)\n"
+    return note + table(headers, rows)
 
 
 def plot_traces(results: dict[str, list[PruneResult]], path: str | Path) -> Path:
@@ -56,25 +61,35 @@ def plot_traces(results: dict[str, list[PruneResult]], path: str | Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.5), squeeze=False)
     for ax, (direction, rs) in zip(axes[0], results.items(), strict=True):
         for s, r in enumerate(rs):
             xs, ys, start, bounds = [], [], 0, []
             for t in r.trace:
                 xs += list(range(start + 1, start + 1 + len(t.scores)))
                 ys += t.scores
+                bounds.append((start, start + len(t.scores), t.layer))
                 start += len(t.scores)
-                bounds.append((start, t.layer))
             ax.plot(xs, ys, lw=1, alpha=0.8, label=f"seed {r.seed}" if s < 8 else None)
-        for b, name in bounds:
-            ax.axvline(b + 0.5, color="0.8", lw=0.8)
-            ax.text(b, ax.get_ylim()[0], name, rotation=90, va="bottom", ha="right",
-                    fontsize=7, color="0.4")
+        _label_layers(ax, bounds)
         ax.axhline(rs[0].threshold, color="k", ls="--", lw=1, label="threshold")
-        ax.set(title=f"PoZ pruning, {direction}", xlabel="candidate removal (cumulative)",
+        ax.set(xlabel="candidate removal (cumulative)",
                ylabel=f"fit to target ({rs[0].config.get('metric', 'r2')})")
+        ax.set_title(f"PoZ pruning, {direction}", pad=24)
         ax.legend(fontsize=7, loc="lower left")
     return _save(fig, path)
+
+
+def _label_layers(ax, bounds: list[tuple[int, int, str]]) -> None:
+    """Shade alternate layers' candidate ranges and name each layer above its range (names
+    alternate between two heights so that neighbouring labels of narrow layers do not
+    overlap)."""
+    for i, (lo, hi, name) in enumerate(bounds):
+        if i % 2:
+            ax.axvspan(lo + 0.5, hi + 0.5, color="0.93", lw=0, zorder=0)
+        ax.text((lo + hi + 1) / 2, 1.01 + 0.045 * (i % 2), name, ha="center",
+                transform=ax.get_xaxis_transform(), va="bottom", color="0.3", clip_on=False,
+                fontsize=7 if len(bounds) <= 8 else 6)
 
 
 def _as_curves(curves) -> list:
@@ -137,8 +152,7 @@ def _save(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    try:
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)

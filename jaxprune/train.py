@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import shutil
 import time
 import warnings
@@ -44,6 +43,7 @@ from tqdm.auto import tqdm
 from jaxprune import checkpoint as ckpt
 from jaxprune.models.arch import Architecture
 from jaxprune.models.network import Params, apply, init_params
+from jaxprune.provenance import fingerprint
 
 PyTree = Any
 STREAM_SPLIT, STREAM_SHUFFLE, STREAM_DROPOUT = 1, 2, 3
@@ -145,12 +145,14 @@ class TrainResult:
 
     ``params``: stacked ``[S, ...]`` parameters returned (the best-validation ones when
     ``config.restore_best`` and a validation set exist, else the last ones).
-    ``best_epoch``: ``[S]`` 0-based epoch of each seed's best validation score (-1: none).
+    ``best_epoch``: ``[S]`` 0-based epoch index of each seed's best validation score (-1:
+    none); printed counted from 1, as are all epochs shown to users.
     ``stopped_epoch``: ``[S]`` epoch after which early stopping froze a seed (-1: never).
     ``history``: ``{metric: [epochs_run, S]}`` for the metrics in ``METRICS``; train metrics
     are means over the epoch's minibatches (in training mode); NaN where a seed was stopped
     or a set is absent. ``epoch_seconds``: wall time of each epoch run by this call
-    (training, evaluation and checkpointing; the first includes compilation).
+    (training, evaluation and checkpointing; the first includes compilation);
+    ``seconds_before``: the epochs' wall time in earlier calls of a resumed run.
     """
 
     params: Params
@@ -162,6 +164,12 @@ class TrainResult:
     epochs_run: int
     epoch_seconds: list[float] = field(default_factory=list)
     resumed_from: int = 0
+    seconds_before: float = 0.0
+
+    @property
+    def total_seconds(self) -> float:
+        """Wall time of every epoch of the run, summed over resumed calls."""
+        return self.seconds_before + float(sum(self.epoch_seconds))
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -196,7 +204,8 @@ class TrainResult:
         lines = [
             f"fit {self.arch.family}: {len(c.seeds)} seed(s), {self.epochs_run} epoch(s) "
             f"({opt}, batch {c.batch_size}), {sum(self.epoch_seconds):.1f} s this call"
-            + (f", resumed after epoch {self.resumed_from}" if self.resumed_from else ""),
+            + (f", resumed after epoch {self.resumed_from} ({self.total_seconds:.1f} s in all)"
+               if self.resumed_from else ""),
         ]
         final = self.final()
 
@@ -215,7 +224,7 @@ class TrainResult:
         if np.any(self.best_epoch >= 0):
             stopped = int(np.sum(self.stopped_epoch >= 0))
             lines.append(
-                f"  best epoch {ms(self.best_epoch, 1)}; "
+                f"  best epoch {ms(self.best_epoch + 1, 1)} (counted from 1); "
                 f"stopped early: {stopped}/{len(c.seeds)}"
             )
         return "\n".join(lines)
@@ -530,17 +539,6 @@ def _early_stopping(state, params, score, epoch, patience, min_delta):
 # ---------------------------------------------------------------- checkpoints of a run
 
 
-def _fingerprint(*trees: PyTree) -> str:
-    """A hash of the shapes, dtypes and values of every array in ``trees``."""
-    h = hashlib.blake2b(digest_size=16)
-    for tree in trees:
-        for leaf in jax.tree.leaves(tree):
-            a = np.ascontiguousarray(np.asarray(leaf))
-            h.update(f"{a.shape}{a.dtype}".encode())
-            h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def _epoch_dirs(directory: Path) -> list[Path]:
     """Epoch checkpoints in ``directory``, newest first."""
     n = len(CHECKPOINT_PREFIX)
@@ -549,9 +547,10 @@ def _epoch_dirs(directory: Path) -> list[Path]:
 
 
 def _resume(directory: Path, identity: dict, abstract: dict, abstract_masks: PyTree | None
-            ) -> tuple[dict, int] | None:
-    """The training state and number of completed epochs of the newest readable checkpoint
-    in ``directory`` (None if there is none); a checkpoint of another run is an error."""
+            ) -> tuple[dict, int, float] | None:
+    """The training state, number of completed epochs and wall time so far of the newest
+    readable checkpoint in ``directory`` (None if there is none); a checkpoint of another run
+    is an error."""
     for path in _epoch_dirs(directory):
         try:
             meta = ckpt.read_metadata(path)
@@ -576,7 +575,8 @@ def _resume(directory: Path, identity: dict, abstract: dict, abstract_masks: PyT
         except ckpt.CheckpointError as err:
             warnings.warn(f"skipping unreadable checkpoint {path}: {err}", stacklevel=3)
             continue
-        return {"params": restored.params, **restored.state}, epochs
+        return ({"params": restored.params, **restored.state}, epochs,
+                float(meta.get("train_seconds", 0.0)))
     return None
 
 
@@ -674,7 +674,7 @@ def fit(
         "stopped_epoch": jnp.full((n_seeds,), -1, jnp.int32),
     }
     history: dict[str, list[np.ndarray]] = {k: [] for k in METRICS}
-    start = 0
+    start, seconds_before = 0, 0.0
 
     directory = None if checkpoint_dir is None else Path(checkpoint_dir)
     identity = {}
@@ -683,17 +683,18 @@ def fit(
         identity = {
             "config": config_id,
             "architecture": ckpt.arch_to_dict(arch),
-            "data": _fingerprint(x, y),
-            "val": None if val is None else _fingerprint(x_val, y_val),
-            "test": None if test is None else _fingerprint(x_test, y_test),
-            "init": None if params is None else _fingerprint(init),
-            "masks": _fingerprint(masks_s, wmasks_s),
+            "data": fingerprint(x, y),
+            "val": None if val is None else fingerprint(x_val, y_val),
+            "test": None if test is None else fingerprint(x_test, y_test),
+            "init": None if params is None else fingerprint(init),
+            "masks": fingerprint(masks_s, wmasks_s),
         }
         directory.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temporaries(directory)
         resumed = _resume(directory, identity, ckpt.abstract_tree(state),
                           ckpt.abstract_tree(masks_s) if masks_s else None)
         if resumed is not None:
-            restored, start = resumed
+            restored, start, seconds_before = resumed
             hist = restored.pop("history")
             history = {k: list(np.asarray(hist[k])) for k in METRICS}
             state = jax.tree.map(jnp.asarray, restored)
@@ -745,8 +746,9 @@ def fit(
                 history[k].append(np.where(was_active, row[k], np.nan).astype(np.float32))
             if directory is not None:
                 hist = {k: np.stack(v) for k, v in history.items()}
+                seconds = seconds_before + sum(epoch_seconds) + time.perf_counter() - t0
                 _save_epoch(directory, epoch + 1, {**state, "history": hist}, masks_s, arch,
-                            config, identity, dict(metadata or {}))
+                            config, identity, {**(metadata or {}), "train_seconds": seconds})
             epoch_seconds.append(time.perf_counter() - t0)
             bar.update(1)
             on = was_active
@@ -773,6 +775,7 @@ def fit(
         epochs_run=len(history["train_loss"]),
         epoch_seconds=epoch_seconds,
         resumed_from=start,
+        seconds_before=seconds_before,
     )
     if verbose:
         print(result.summary())

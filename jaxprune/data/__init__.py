@@ -30,13 +30,17 @@ from .images import (
     preprocess,
 )
 from .similarity import (
+    MATRIX_FORMATS,
     SimilaritySet,
     load_similarity_set,
+    load_target_rsm,
     similarity_sets,
     split_half_reliability,
 )
 
 __all__ = [
+    "MATRIX_FORMATS",
+    "load_target_rsm",
     "CIFAR10_CLASSES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

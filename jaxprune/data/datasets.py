@@ -254,7 +254,7 @@ def load_dataset(
         where = "\n".join(f"  {p}" for p in tried)
         hint = (f"{name}: no local files found. Looked in:\n{where}\n"
                 f"for {spec.expected}.\nPut them in <data_dir>/{name}/ and pass "
-                f"data_dir=, or set JAXPRUNE_DATA.")
+                f"--data-dir (data_dir= in Python), or set JAXPRUNE_DATA.")
         if not download:
             raise DataNotFoundError(hint + " (download=False: tensorflow-datasets not tried)")
         try:

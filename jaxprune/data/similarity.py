@@ -165,3 +165,79 @@ def split_half_reliability(
     else:
         r = float(stats.spearmanr(x, y).statistic)
     return 2.0 * r / (1.0 + r)
+
+
+#: File formats :func:`load_target_rsm` reads.
+MATRIX_FORMATS = (".npy", ".npz (one array, or PATH.npz:KEY)", ".csv / .txt of numbers")
+
+
+def load_target_rsm(spec: str | os.PathLike) -> np.ndarray:
+    """An external target RSM ``[n, n]`` (float64) from ``.npy``, ``.npz`` (its only array, or
+    ``PATH.npz:KEY``) or ``.csv``/``.txt`` (numbers separated by commas or spaces).
+
+    Refused with ``ValueError`` (naming the file): other formats, non-numeric entries, a
+    matrix that is not square, has fewer than 3 rows, has NaN/Inf, is not symmetric (to
+    ``1e-6`` of its largest entry), or whose off-diagonal entries are all equal (a constant
+    target has no geometry to fit: every fit to it would be undefined)."""
+    m = _read_matrix(str(spec))
+    where = str(spec)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"target RSM {where} has shape {m.shape}; it must be square [n, n]")
+    if m.shape[0] < 3:
+        raise ValueError(f"target RSM {where} is {m.shape[0]}×{m.shape[0]}; at least 3×3")
+    bad = ~np.isfinite(m)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(f"target RSM {where} has {int(bad.sum())} NaN/Inf entries "
+                         f"(first at row {i}, column {j})")
+    scale = max(float(np.abs(m).max()), 1e-300)
+    asym = float(np.abs(m - m.T).max())
+    if asym > 1e-6 * scale:
+        raise ValueError(f"target RSM {where} is not symmetric (largest |m - mᵀ| = {asym:.3g}); "
+                         "give a similarity or dissimilarity matrix")
+    upper = m[np.triu_indices(m.shape[0], 1)]
+    if np.ptp(upper) <= 1e-12 * scale:
+        raise ValueError(f"target RSM {where} is constant off the diagonal ({upper[0]:.6g}): "
+                         "it has no geometry to fit")
+    return m
+
+
+def _read_matrix(spec: str) -> np.ndarray:
+    path, key = spec, None
+    if ".npz:" in spec:
+        path, key = spec.rsplit(":", 1)
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"target RSM {p} does not exist")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            m = np.load(p, allow_pickle=False)
+        elif suffix == ".npz":
+            m = _npz_array(p, key)
+        elif suffix in (".csv", ".txt"):
+            text = p.read_text().replace(",", " ")
+            m = np.loadtxt(text.splitlines(), ndmin=2)
+        else:
+            raise ValueError(f"target RSM {p}: unknown format {suffix or '(none)'}; accepted: "
+                             + ", ".join(MATRIX_FORMATS))
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise ValueError(f"target RSM {p} cannot be read as {suffix} ({e})") from None
+    except ValueError as e:
+        if "unknown format" in str(e) or "has keys" in str(e):
+            raise
+        raise ValueError(f"target RSM {p} does not hold numbers ({e}); accepted: "
+                         + ", ".join(MATRIX_FORMATS)) from None
+    if not np.issubdtype(np.asarray(m).dtype, np.number) or np.asarray(m).dtype == bool:
+        raise ValueError(f"target RSM {p} holds {np.asarray(m).dtype} values, not numbers")
+    return np.asarray(m, np.float64)
+
+
+def _npz_array(path: Path, key: str | None) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as z:
+        keys = list(z.keys())
+        if key is None and len(keys) == 1:
+            key = keys[0]
+        if key not in keys:
+            raise ValueError(f"target RSM {path} has keys {keys}; name one as {path}:KEY")
+        return z[key]

@@ -39,6 +39,7 @@ from jaxprune.models import Architecture, Params, apply, linear, pool, seed_slic
 from jaxprune.models.arch import layer_geometry
 from jaxprune.models.conv import conv2d
 from jaxprune.models.network import channel_last
+from jaxprune.provenance import check_identity, fingerprint, identity
 from jaxprune.search.fit import Fit, check_labels, class_average, make_fit
 from jaxprune.search.result import LayerTrace, PruneResult, write_json
 
@@ -83,9 +84,11 @@ class PoZSearch:
     results: dict[str, list[PruneResult]]
     jaccard: list[dict[str, float]] = field(default_factory=list)
     wall_time_s: float = 0.0
+    identity: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
+            "identity": self.identity,
             "results": {d: [r.to_dict() for r in rs] for d, rs in self.results.items()},
             "jaccard": self.jaccard,
             "wall_time_s": self.wall_time_s,
@@ -519,6 +522,36 @@ def poz_search_sequential(arch, params, x, config=None, **kwargs) -> list[PruneR
     return poz_search(arch, params, x, config, sequential=True, **kwargs)
 
 
+def search_identity(arch: Architecture, params: Params, x, config: PoZConfig,
+                    directions: Sequence[str], *, target_rsm=None, labels=None,
+                    stacked: bool = False, **extra) -> dict:
+    """The run identity of a PoZ search (:mod:`jaxprune.provenance`): what its results depend
+    on — parameters, stimuli, labels and target (hashes), every option but the chunking (which
+    never changes a result), the directions — plus ``extra`` fields (e.g. data set, split)."""
+    options = {k: v for k, v in dataclasses.asdict(config).items()
+               if k not in ("direction", "chunk_size", "chunk_flops")}
+    seeds = jax.tree.leaves(params)[0].shape[0] if stacked else 1
+    return identity(
+        kind="poz_search", family=arch.family, widths=list(arch.widths.values()),
+        params=fingerprint(params), seeds=int(seeds), stimuli=int(np.shape(x)[0]),
+        stimuli_hash=fingerprint(np.asarray(x, np.float32)),
+        labels=None if labels is None or not config.class_means else fingerprint(labels),
+        target_rsm=None if target_rsm is None else fingerprint(np.asarray(target_rsm)),
+        directions=list(directions), **options, **extra)
+
+
+def _read_resume(path: Path, expected: dict, directions) -> dict[str, dict[int, PruneResult]]:
+    """The finished results of a resume file, after checking that this run wrote it."""
+    try:
+        saved = json.loads(path.read_text())
+        check_identity(saved.get("identity"), expected, path)
+        return {d: {int(r["seed"]): PruneResult.from_dict(r)
+                    for r in saved.get("results", {}).get(d, [])} for d in directions}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a readable PoZ resume file ({type(e).__name__}: {e}); "
+                         "rerun with --fresh to start afresh, or choose another file") from None
+
+
 def poz_search_directions(
     arch: Architecture,
     params: Params,
@@ -527,22 +560,24 @@ def poz_search_directions(
     *,
     directions: Sequence[str] = DIRECTIONS,
     resume_path: str | None = None,
+    provenance: dict | None = None,
     **kwargs,
 ) -> PoZSearch:
     """:func:`poz_search` in each direction, with per-seed Jaccard overlap of the kept units of
     the first two directions. With ``resume_path`` (a JSON file), finished (direction, seed)
-    results are saved as they complete and skipped when the call is repeated after an
-    interruption."""
+    results are saved after every batch of ``seed_batch`` seeds (default 8) and skipped when
+    the same call is repeated after an interruption; a file written by a different search
+    (:func:`search_identity`, with ``provenance`` as extra fields) is refused."""
     config = config or PoZConfig()
     t0 = time.perf_counter()
-    done: dict[str, dict[int, PruneResult]] = {d: {} for d in directions}
-    if resume_path is not None and Path(resume_path).is_file():
-        saved = json.loads(Path(resume_path).read_text())
-        for d, rs in saved.get("results", {}).items():
-            if d in done:
-                done[d] = {r["seed"]: PruneResult.from_dict(r) for r in rs}
     stacked = kwargs.get("stacked", False)
-    seeds = jax.tree.leaves(params)[0].shape[0] if stacked else 1
+    run_id = search_identity(arch, params, x, config, directions,
+                             target_rsm=kwargs.get("target_rsm"), labels=kwargs.get("labels"),
+                             stacked=stacked, **(provenance or {}))
+    done: dict[str, dict[int, PruneResult]] = {d: {} for d in directions}
+    if resume_path is not None and Path(resume_path).exists():
+        done = _read_resume(Path(resume_path), run_id, directions)
+    seeds = run_id["seeds"]
     seed_batch = kwargs.pop("seed_batch", 8)
     for d in directions:
         cfg = dataclasses.replace(config, direction=d)
@@ -556,11 +591,11 @@ def poz_search_directions(
                                 **kwargs):
                 done[d][r.seed] = r
             if resume_path is not None:
-                write_json(resume_path, {"results": {k: [v[s].to_dict() for s in sorted(v)]
-                                                     for k, v in done.items()}})
+                write_json(resume_path, {"identity": run_id, "results": {
+                    k: [v[s].to_dict() for s in sorted(v)] for k, v in done.items()}})
     results = {d: [done[d][s] for s in range(seeds)] for d in directions}
     overlap = []
     if len(directions) >= 2:
         a, b = results[directions[0]], results[directions[1]]
         overlap = [jaccard(ra.masks, rb.masks) for ra, rb in zip(a, b, strict=True)]
-    return PoZSearch(results, overlap, time.perf_counter() - t0)
+    return PoZSearch(results, overlap, time.perf_counter() - t0, run_id)

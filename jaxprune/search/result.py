@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxprune.outputs import write_atomic
+
 
 @dataclass
 class LayerTrace:
@@ -66,12 +68,8 @@ class PruneResult:
 
 def write_json(path: str | Path, payload: Any) -> Path:
     """Write ``payload`` (dataclasses and arrays allowed) as indented JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(payload), indent=2))
-    tmp.replace(path)
-    return path
+    text = json.dumps(to_jsonable(payload), indent=2)
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def to_jsonable(obj: Any) -> Any:
