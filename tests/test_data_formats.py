@@ -238,9 +238,10 @@ def test_cifar_image_tree_archive_and_cache(tmp_path, monkeypatch):
     train = jd.load_dataset("cifar10", "train", data_dir=tmp_path, cache_dir=cache)
     test = jd.load_dataset("cifar10", "test", data_dir=tmp_path, cache_dir=cache)
     assert len(train) == 20 and len(test) == 10
-    np.testing.assert_array_equal(train.labels, np.repeat(np.arange(10), 2))
-    assert train.file_names[:3] == ("airplane/0000.png", "airplane/0001.png",
-                                    "automobile/0000.png")
+    np.testing.assert_array_equal(train.labels, np.tile(np.arange(10), 2))  # interleaved
+    assert train.file_names[:3] == ("airplane/0000.png", "automobile/0000.png",
+                                    "bird/0000.png")
+    assert train.file_names[10] == "airplane/0001.png"
     for i, f in enumerate(train.file_names):
         np.testing.assert_array_equal(train.images[i], pixels[f"train/{f}"])
     mean, std = jd.channel_stats(train.images)
@@ -317,7 +318,9 @@ def test_image_folder_class_archive(tmp_path):
 def test_class_folders_are_interleaved_so_every_prefix_is_balanced():
     entries = {f"{c}/{i:02d}.png": None for c, n in (("a", 3), ("b", 1), ("c", 2))
                for i in range(n)}
-    items, labels, names = jd.class_entries(entries)
+    from jaxprune.data.images import class_entries
+
+    items, labels, names = class_entries(entries)
     assert [k for k, _ in items] == ["a/00.png", "b/00.png", "c/00.png", "a/01.png",
                                      "c/01.png", "a/02.png"]
     assert labels.tolist() == [0, 1, 2, 0, 2, 0] and names == ("a", "b", "c")

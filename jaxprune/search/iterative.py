@@ -243,7 +243,8 @@ def summarize(
     fields: Sequence[str] = ("kept_fraction", "compression_rate", "test_accuracy", "agreement",
                              "test_accuracy_pruned", "agreement_pruned", "readout_cka"),
 ) -> list[dict[str, Any]]:
-    """Mean and sd (over seeds, ``ddof=0``) of numeric ``fields`` per group of ``by`` keys:
+    """Mean and sample sd (over seeds, ``ddof=1``; 0 for one seed) of numeric ``fields`` per
+    group of ``by`` keys:
     rows ``{**group, "n": count, "<field>_mean": ..., "<field>_sd": ...}`` in first-seen order."""
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for r in records:
@@ -254,7 +255,8 @@ def summarize(
         row["n"] = len(rs)
         for f in fields:
             values = np.asarray([r[f] for r in rs], np.float64)
-            row[f"{f}_mean"], row[f"{f}_sd"] = float(values.mean()), float(values.std())
+            sd = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            row[f"{f}_mean"], row[f"{f}_sd"] = float(values.mean()), sd
         rows.append(row)
     return rows
 
