@@ -54,8 +54,10 @@ def search_table(
 
 
 def plot_traces(results: dict[str, list[PruneResult]], path: str | Path) -> Path:
-    """One panel per direction: the fit of every evaluated candidate along the search, layer
-    after layer (one line per seed), with the threshold."""
+    """One panel per direction: the fit of every evaluated candidate along the search (one line
+    per seed), with the threshold. Each visited layer spans one unit of the x axis, candidate k
+    of a layer of width w at ``layer + k/w``, so all seeds line up and every layer is labelled
+    (legible for 1–16+ layers)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,32 +66,30 @@ def plot_traces(results: dict[str, list[PruneResult]], path: str | Path) -> Path
     fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.5), squeeze=False)
     for ax, (direction, rs) in zip(axes[0], results.items(), strict=True):
         for s, r in enumerate(rs):
-            xs, ys, start, bounds = [], [], 0, []
-            for t in r.trace:
-                xs += list(range(start + 1, start + 1 + len(t.scores)))
-                ys += t.scores
-                bounds.append((start, start + len(t.scores), t.layer))
-                start += len(t.scores)
+            xs, ys = [], []
+            for i, t in enumerate(r.trace):
+                width = max(1, r.widths.get(t.layer, len(t.order)))
+                xs += [i + (k + 1) / width for k in range(len(t.scores))] + [np.nan]
+                ys += list(t.scores) + [np.nan]
             ax.plot(xs, ys, lw=1, alpha=0.8, label=f"seed {r.seed}" if s < 8 else None)
-        _label_layers(ax, bounds)
+        _label_layers(ax, [t.layer for t in rs[0].trace])
         ax.axhline(rs[0].threshold, color="k", ls="--", lw=1, label="threshold")
-        ax.set(xlabel="candidate removal (cumulative)",
-               ylabel=f"fit to target ({rs[0].config.get('metric', 'r2')})")
-        ax.set_title(f"PoZ pruning, {direction}", pad=24)
+        ax.set(xlabel="layer visited (within a layer: fraction of its units removed)",
+               ylabel=f"fit to target ({rs[0].config.get('metric', 'r2')})",
+               title=f"PoZ pruning, {direction}")
         ax.legend(fontsize=7, loc="lower left")
     return _save(fig, path)
 
 
-def _label_layers(ax, bounds: list[tuple[int, int, str]]) -> None:
-    """Shade alternate layers' candidate ranges and name each layer above its range (names
-    alternate between two heights so that neighbouring labels of narrow layers do not
-    overlap)."""
-    for i, (lo, hi, name) in enumerate(bounds):
-        if i % 2:
-            ax.axvspan(lo + 0.5, hi + 0.5, color="0.93", lw=0, zorder=0)
-        ax.text((lo + hi + 1) / 2, 1.01 + 0.045 * (i % 2), name, ha="center",
-                transform=ax.get_xaxis_transform(), va="bottom", color="0.3", clip_on=False,
-                fontsize=7 if len(bounds) <= 8 else 6)
+def _label_layers(ax, names: list[str]) -> None:
+    """Shade alternate layers' spans and name each layer under its span."""
+    for i in range(1, len(names), 2):
+        ax.axvspan(i, i + 1, color="0.93", lw=0, zorder=0)
+    ax.set_xlim(0, len(names))
+    ax.set_xticks([i + 0.5 for i in range(len(names))])
+    many = len(names) > 6
+    ax.set_xticklabels(names, rotation=45 if many else 0, ha="right" if many else "center",
+                       fontsize=7 if many else 8)
 
 
 def _as_curves(curves) -> list:

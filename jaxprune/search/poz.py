@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -366,6 +367,12 @@ def _search_batch(arch, params, x, config, target_rsm, average, layers, sequenti
     """Search one batch of stacked seeds; returns per-seed PruneResults."""
     t0 = time.perf_counter()
     st = _State(arch, params, x, config, target_rsm, average)
+    low = np.flatnonzero(st.baseline < st.threshold)
+    if low.size:
+        warnings.warn(
+            f"{low.size} of {st.seeds} networks fit the target below the threshold before any "
+            f"pruning (fit {st.baseline[low[0]]:.3f} < {st.threshold[low[0]]:.3f}; 0 means a "
+            "constant readout RSM): nothing can be removed from them", UserWarning, stacklevel=3)
     traces: list[list[LayerTrace]] = [[] for _ in range(st.seeds)]
     for name in tqdm(layers, desc=f"PoZ {config.direction}", disable=not progress, leave=False):
         index = arch.index(name)
