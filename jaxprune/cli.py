@@ -124,6 +124,39 @@ def _curve(args: argparse.Namespace) -> dict[str, Any]:
     return curve.to_dict()
 
 
+def _circuits(args: argparse.Namespace) -> dict[str, Any]:
+    from jaxprune import report
+    from jaxprune.search.circuits import CircuitConfig, default_levels
+    from jaxprune.search.circuits_job import CircuitJob, circuits_command
+
+    categories = None
+    if args.categories != "all":
+        try:
+            categories = tuple(int(c) for c in args.categories.split(","))
+        except ValueError:
+            raise ValueError(f"--categories must be 'all' or integers like 0,3,7, got "
+                             f"{args.categories!r}") from None
+    if args.levels < 1:
+        raise ValueError(f"--levels must be >= 1, got {args.levels}")
+    circuit = CircuitConfig(threshold=args.threshold, levels=default_levels(args.levels),
+                            conv_granularity=args.granularity)
+    job = CircuitJob(categories, args.scoring_per_class, args.extraction_per_class,
+                     args.eval_per_class, circuit)
+    out = circuits_command(checkpoint=args.checkpoint, model=args.model, weights=args.weights,
+                           data=args.data, data_dir=args.data_dir, images=args.images,
+                           eval_images=args.eval_images, image_size=args.image_size, job=job,
+                           seeds=args.seeds, figure=args.figure,
+                           progress=not args.no_progress)
+    rows = [[r["seed"], r["name"], f"{r['sparsity']:.4f}", f"{r['sparsity_extracted']:.4f}",
+             f"{r['heldout_csa']:.3f}", f"{r['heldout_baseline_csa']:.3f}",
+             f"{r['relative_csa']:.3f}"] for r in out["rows"]]
+    print(report.table(["seed", "category", "sparsity", "sparsity (extracted)", "CSA held-out",
+                        "CSA unpruned", "relative"], rows))
+    print(f"mean sparsity {out['mean_sparsity']:.4f} ± {out['sd_sparsity']:.4f}, relative "
+          f"CSA {out['mean_relative_csa']} ± {out['sd_relative_csa']}")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxprune", description="Geometry-preserving pruning of neural networks in JAX.")
@@ -182,6 +215,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cka/l1/random: masked fine-tuning epochs after each round (0: none)")
     p.add_argument("--resume", help="JSON file: finished seeds are kept and skipped on rerun")
     p.add_argument("--figure", help="PNG of the fit traces")
+
+    p = add("circuits", _circuits,
+            "category circuits: sparse sub-networks that still compute each output unit")
+    p.add_argument("--checkpoint", help="OUT/model folder written by train (all its seeds)")
+    p.add_argument("--weights", help="torchvision-layout .pth/.npz instead of a checkpoint")
+    p.add_argument("--model", help="with --weights: the family (alexnet, vgg16)")
+    p.add_argument("--images", help="class-subfolder image folder for scoring + extraction "
+                   "(folders named 0..999 are those output units)")
+    p.add_argument("--eval-images", help="image folder for the held-out evaluation")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--data", help="data set (default: the checkpoint's)")
+    p.add_argument("--data-dir")
+    p.add_argument("--categories", default="all", help="'all' or a list like 0,3,7")
+    p.add_argument("--threshold", type=float, default=0.9,
+                   help="keep CSA >= threshold x the unpruned network's, in (0, 1]")
+    p.add_argument("--scoring-per-class", type=int, default=4)
+    p.add_argument("--extraction-per-class", type=int, default=20)
+    p.add_argument("--eval-per-class", type=int, default=30)
+    p.add_argument("--levels", type=int, default=20,
+                   help="sparsity levels 1 - 0.7^k, k = 1..LEVELS")
+    p.add_argument("--granularity", default="kernel", choices=["kernel", "weight"],
+                   help="conv items: kernels (input x output channel) or weights")
+    p.add_argument("--seeds", type=int, nargs="*", help="seeds of the checkpoint (default all)")
+    p.add_argument("--figure", help="PNG: overlap histogram and category x category map")
 
     p = add("curve", _curve, "PoZ fraction curve of one layer against random orders")
     p.add_argument("--checkpoint", required=True)
