@@ -21,15 +21,22 @@ The CIFAR-10 copy in ../shared/data is JPEG q75 (lossy), see its README.
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import jaxprune
 from jaxprune import checkpoint
 from jaxprune.data import load_dataset
 from jaxprune.models import architecture
+from jaxprune.report import mean_sd
+from jaxprune.search.circuits import CircuitConfig, default_levels
+from jaxprune.search.circuits_job import CircuitJob, image_sets, plot_overlap, run_all, summarize
+from jaxprune.search.result import to_jsonable, write_json
 from jaxprune.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +49,10 @@ FULL: dict[str, dict[str, Any]] = {
     "mnist": {"model": "lenet5_mnist", "widths": None, "train_per_class": 1200,
               "seeds": (0, 1, 2), "train": {**TRAIN_FULL, "epochs": 3}},
 }
+#: circuits: threshold 0.9, 4 scoring / 20 extraction / 30 evaluation images per class,
+#: 20 sparsity levels 1 - 0.7^k, conv kernels as items
+JOB_FULL = CircuitJob(None, 4, 20, 30, CircuitConfig(0.9, default_levels(20)))
+JOB_QUICK = CircuitJob(None, 2, 5, 5, CircuitConfig(0.9, default_levels(5)))
 QUICK: dict[str, dict[str, Any]] = {
     "cifar10": {"model": "lenet5_cifar", "widths": (4, 8, 32, 16), "train_per_class": 100,
                 "seeds": (0, 1), "train": {**TRAIN_FULL, "epochs": 2}},
@@ -94,25 +105,99 @@ def train_networks(name: str, spec: dict[str, Any], runs: Path, data_dir: str | 
     return arch, result.params, meta
 
 
+def _rows_table(rows: list[dict[str, Any]], names: tuple[str, ...]) -> str:
+    """Markdown table: per category (mean ± sd over seeds) and over everything."""
+    fields = [("sparsity", 4), ("sparsity_extracted", 4), ("heldout_csa", 3),
+              ("heldout_baseline_csa", 3), ("heldout_null_csa", 3), ("relative_csa", 3)]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(f"{r['category']} {r['name']}", []).append(r)
+    groups["all (categories x seeds)"] = rows
+    body = [[key, *(mean_sd([r[f] for r in rs if np.isfinite(r[f])], d) for f, d in fields)]
+            for key, rs in groups.items()]
+    headers = ["category", "sparsity (effective)", "sparsity (extracted)", "CSA circuit",
+               "CSA unpruned", "CSA empty circuit", "relative CSA"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def run_dataset(name: str, spec: dict[str, Any], job: CircuitJob, out: Path, runs: Path,
+                data_dir: str | None, progress: bool) -> dict[str, Any]:
+    """Train (or load) the seeds, then circuits for every seed not yet in the results file;
+    writes ``circuits_<name>.json`` after each seed, then the table and the figure."""
+    t0 = time.perf_counter()
+    arch, params, trained = train_networks(name, spec, runs, data_dir, progress)
+    train, test = (load_dataset(name, s, data_dir) for s in ("train", "test"))
+    sets = image_sets((train.float_images(), train.labels), (test.float_images(), test.labels),
+                      job, (train.name, test.name))
+    options = to_jsonable({"network": spec, "job": job.to_dict(), "data": name})
+    path = out / f"circuits_{name}.json"
+    done: list[dict[str, Any]] = []
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("options") != options:
+            raise SystemExit(f"error: {path} was written with other options "
+                             f"({old.get('options')}); use another --out or delete it")
+        done = old["per_seed"]
+    base = {"experiment": "category circuits", "options": options,
+            "jaxprune_version": jaxprune.__version__, "command": " ".join(sys.argv),
+            "data": name, "data_source": train.source,
+            "data_note": "CIFAR-10 copy in ../shared/data is JPEG q75 (lossy)"
+            if name == "cifar10" else "",
+            "splits": {"scoring": train.name, "extraction": train.name, "eval": test.name},
+            "counts": {k: len(v[1]) for k, v in sets.items()},
+            "training": trained, "checkpoint": str(runs / name / "model")}
+
+    def save(results):
+        rows = [r for res in results for r in res["rows"]]
+        write_json(path, {**summarize(rows), **base, "rows": rows, "per_seed": results})
+
+    results = run_all(arch, params, sets, job, trained["seeds"], train.class_names, done=done,
+                      on_seed=save, progress=progress)
+    save(results)
+    rows = [r for res in results for r in res["rows"]]
+    text = _rows_table(rows, train.class_names)
+    payload = json.loads(path.read_text())
+    payload["circuit_seconds"] = sum(r["seconds"] for r in results)
+    payload["wall_time_s_this_call"] = time.perf_counter() - t0
+    write_json(path, payload)
+    header = (f"{arch.family} on {name} ({train.source}), seeds {trained['seeds']}, "
+              f"epochs run {trained['epochs_run']}, test accuracy "
+              f"{mean_sd(trained['test_accuracy'], 4)}; threshold {job.circuit.threshold}, "
+              f"{job.scoring_per_class}/{job.extraction_per_class}/{job.eval_per_class} "
+              f"scoring/extraction/evaluation images per class\n\n")
+    tmp = out / f".circuits_{name}.md.tmp"
+    tmp.write_text(header + text + "\n")
+    tmp.replace(out / f"circuits_{name}.md")
+    plot_overlap(results, out / f"circuits_{name}.png", train.class_names, f"{arch.family}:")
+    print(header + text, flush=True)
+    return payload
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small version, under a minute")
     parser.add_argument("--datasets", nargs="*", default=["cifar10", "mnist"])
+    parser.add_argument("--out", default=None, help="results folder (full: docs/results)")
     parser.add_argument("--runs", default=None, help="folder of the trained networks")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    specs = QUICK if args.quick else FULL
+    specs, job = (QUICK, JOB_QUICK) if args.quick else (FULL, JOB_FULL)
     runs = Path(args.runs or ROOT / "runs" / ("circuits_quick" if args.quick else "circuits"))
-    out: dict[str, Any] = {}
+    out = Path(args.out or (runs / "results" if args.quick else ROOT / "docs" / "results"))
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
     for name in args.datasets:
-        arch, params, meta = train_networks(name, specs[name], runs, args.data_dir,
-                                            not args.no_progress)
-        print(f"{name}: {arch.family}, seeds {meta['seeds']}, test accuracy "
-              f"{np.round(meta['test_accuracy'], 4).tolist()}", flush=True)
-        out[name] = meta
-    return out
+        if args.train_only:
+            results[name] = train_networks(name, specs[name], runs, args.data_dir,
+                                           not args.no_progress)[2]
+        else:
+            results[name] = run_dataset(name, specs[name], job, out, runs, args.data_dir,
+                                        not args.no_progress)
+    return results
 
 
 if __name__ == "__main__":

@@ -142,15 +142,15 @@ def _target_means(arch: Architecture, params: Params, x: jax.Array, weights: jax
     return jnp.sum(weights * logits[:, cats], axis=0)
 
 
-def _class_weights(labels: np.ndarray, cats: np.ndarray) -> np.ndarray:
-    onehot = (np.asarray(labels)[:, None] == cats[None, :]).astype(np.float32)
+def _class_weights(labels: np.ndarray, cats: np.ndarray, dtype=np.float32) -> np.ndarray:
+    onehot = (np.asarray(labels)[:, None] == cats[None, :]).astype(dtype)
     return onehot / onehot.sum(0, keepdims=True)
 
 
 @partial(jax.jit, static_argnums=0)
 def _raw_scores(arch, params, x, weights, cats):
     _, vjp = jax.vjp(lambda p: _target_means(arch, p, x, weights, cats), params)
-    grads = jax.vmap(vjp)(jnp.eye(cats.shape[0], dtype=jnp.float32))[0]
+    grads = jax.vmap(vjp)(jnp.eye(cats.shape[0], dtype=params[HEAD]["kernel"].dtype))[0]
     return {name: grads[name]["kernel"] * params[name]["kernel"][None] for name in params}
 
 
@@ -160,8 +160,9 @@ def raw_scores(arch: Architecture, params: Params, x, labels, categories) -> dic
     forward pass and a VJP vmapped over the C target units."""
     cats = check_categories(arch, categories)
     check_image_set(labels, cats, "scoring")
-    return _raw_scores(arch, params, jnp.asarray(x), jnp.asarray(_class_weights(labels, cats)),
-                       jnp.asarray(cats))
+    dtype = params[HEAD]["kernel"].dtype
+    return _raw_scores(arch, params, jnp.asarray(x, dtype),
+                       jnp.asarray(_class_weights(labels, cats, dtype)), jnp.asarray(cats))
 
 
 def raw_scores_looped(arch: Architecture, params: Params, x, labels, categories
@@ -169,14 +170,13 @@ def raw_scores_looped(arch: Architecture, params: Params, x, labels, categories
     """The slow twin of :func:`raw_scores`: one backward pass per (category, image)."""
     cats = check_categories(arch, categories)
     labels = np.asarray(labels)
-    grad = jax.jit(jax.grad(lambda p, xi, t: apply(arch, p, None, xi[None])[0][0, t]),
-                   static_argnums=2)
+    grad = jax.jit(jax.grad(lambda p, xi, t: apply(arch, p, None, xi[None])[0][0, t]))
     out = {name: np.zeros((len(cats),) + p["kernel"].shape, np.float64)
            for name, p in params.items()}
     for ci, t in enumerate(cats):
         idx = np.flatnonzero(labels == t)
         for n in idx:
-            g = grad(params, jnp.asarray(x[n]), int(t))
+            g = grad(params, jnp.asarray(x[n]), jnp.int32(t))
             for name in out:
                 out[name][ci] += np.asarray(g[name]["kernel"] * params[name]["kernel"]) / len(idx)
     return out
@@ -587,20 +587,17 @@ def _heldout(arch, params, masks, cats, beta, null_beta, x, labels):
 
 def evaluate_circuits(arch: Architecture, params: Params, circuits: Circuits, x, labels
                       ) -> dict[str, np.ndarray]:
-    """CSA on new images ``(x, labels)`` with the fitted biases, against the unpruned network:
-    ``{"csa": [C] (effective masks), "csa_extracted": [C] (extraction masks), "baseline":
-    [C], "relative": csa / baseline (NaN where the baseline is ≤ 0), "null": [C] (the empty
-    circuit with its own fitted bias)}``."""
+    """CSA on new images ``(x, labels)`` of the circuits (effective masks, fitted biases),
+    against the unpruned network: ``{"csa": [C], "baseline": [C], "relative": csa / baseline
+    (NaN where the baseline is ≤ 0), "null": [C] (the empty circuit, its own fitted bias)}``."""
     cats = circuits.categories
     check_image_set(labels, cats, "evaluation")
     args = (jnp.asarray(cats), jnp.asarray(circuits.beta), jnp.asarray(circuits.null_beta),
             jnp.asarray(x), jnp.asarray(labels))
     csa, base, null = _heldout(arch, params, circuits.effective, *args)
-    csa_items, _, _ = _heldout(arch, params, circuits.items, *args)
     base = np.asarray(base)
     rel = np.where(base > 0, np.asarray(csa) / np.where(base > 0, base, 1.0), np.nan)
-    return {"csa": np.asarray(csa), "csa_extracted": np.asarray(csa_items), "baseline": base,
-            "relative": rel, "null": np.asarray(null)}
+    return {"csa": np.asarray(csa), "baseline": base, "relative": rel, "null": np.asarray(null)}
 
 
 def sparsity(arch: Architecture, masks: dict[str, jax.Array]) -> dict[str, np.ndarray]:

@@ -31,6 +31,7 @@ from jaxprune.search.circuits import (
     extract_circuits,
     sparsity,
 )
+from jaxprune.search.result import to_jsonable
 
 Sets = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -118,7 +119,6 @@ def circuit_rows(arch: Architecture, circuits: Circuits, heldout: dict[str, np.n
                "sparsity_extracted": float(extracted["total"][i]),
                "relative_csa": float(heldout["relative"][i]),
                "heldout_csa": float(heldout["csa"][i]),
-               "heldout_csa_extracted_mask": float(heldout["csa_extracted"][i]),
                "heldout_baseline_csa": float(heldout["baseline"][i]),
                "heldout_null_csa": float(heldout["null"][i]),
                "extraction_csa": float(circuits.extraction_csa[i]),
@@ -222,7 +222,8 @@ def folder_labels(ds) -> np.ndarray:
 
 
 def _load_network(checkpoint: str | None, model: str | None, weights: str | None,
-                  image_size: int) -> tuple[Architecture, Params, list[int], dict[str, Any]]:
+                  image_size: int, model_config: dict[str, Any] | None = None
+                  ) -> tuple[Architecture, Params, list[int], dict[str, Any]]:
     """(arch, params, seeds, metadata): a checkpoint's stacked seeds, or one network of the
     family ``model`` with torchvision-layout ``weights`` (stacked as one seed)."""
     import jax
@@ -239,7 +240,8 @@ def _load_network(checkpoint: str | None, model: str | None, weights: str | None
 
     if model is None:
         raise ValueError("--weights needs --model (e.g. alexnet or vgg16)")
-    arch = architecture(model, input_shape=(image_size, image_size, 3))
+    arch = architecture(model, **{"input_shape": (image_size, image_size, 3),
+                                  **(model_config or {})})
     params = load_torchvision(arch, weights)
     return arch, jax.tree.map(lambda a: a[None], params), [0], {"weights": str(weights)}
 
@@ -249,14 +251,19 @@ def circuits_command(*, checkpoint: str | None = None, model: str | None = None,
                      data_dir: str | None = None, images: str | None = None,
                      eval_images: str | None = None, image_size: int = 224,
                      job: CircuitJob, seeds: Sequence[int] | None = None,
-                     figure: str | None = None, progress: bool = True) -> dict[str, Any]:
+                     figure: str | None = None, progress: bool = True,
+                     model_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``jaxprune circuits`` job: load the network(s) and images, check everything, run
-    every seed, summarise, draw the overlap figure; returns the JSON payload."""
+    every seed, summarise, draw the overlap figure; returns the JSON payload.
+    ``model_config``: overrides of the family with ``weights`` (e.g. narrower ``widths``)."""
+    import jax
+
     import jaxprune
     from jaxprune.data import load_dataset, load_image_folder
 
     t0 = time.perf_counter()
-    arch, params, all_seeds, meta = _load_network(checkpoint, model, weights, image_size)
+    arch, params, all_seeds, meta = _load_network(checkpoint, model, weights, image_size,
+                                                  model_config)
     if images is not None:
         train_ds = load_image_folder(images, image_size, progress=progress)
         test_ds = None if eval_images is None else load_image_folder(eval_images, image_size,
@@ -282,14 +289,13 @@ def circuits_command(*, checkpoint: str | None = None, model: str | None = None,
     if unknown:
         raise ValueError(f"seeds {unknown} are not in the checkpoint (it has {all_seeds})")
     positions = [all_seeds.index(s) for s in chosen]
-    import jax
-
     params = jax.tree.map(lambda a: a[np.asarray(positions)], params)
     results = run_all(arch, params, sets, job, chosen, names, progress=progress)
     rows = [r for res in results for r in res["rows"]]
     out = {"method": "category circuits (activation x gradient, CSA, fitted bias)",
            **summarize(rows), "jaxprune_version": jaxprune.__version__,
            "checkpoint": checkpoint, "weights": weights, "model": arch.family,
+           "model_config": to_jsonable(model_config),
            "data": None if images else data, "images": images, "eval_images": eval_images,
            "splits": {"scoring": where[0], "extraction": where[0],
                       "eval": where[1] if test is not None else where[0]},
