@@ -35,7 +35,14 @@ from jaxprune.data import load_dataset
 from jaxprune.models import architecture
 from jaxprune.report import mean_sd
 from jaxprune.search.circuits import CircuitConfig, default_levels
-from jaxprune.search.circuits_job import CircuitJob, image_sets, plot_overlap, run_all, summarize
+from jaxprune.search.circuits_job import (
+    CircuitJob,
+    image_sets,
+    overlap_summary,
+    plot_overlap,
+    run_all,
+    summarize,
+)
 from jaxprune.search.result import to_jsonable, write_json
 from jaxprune.train import TrainConfig, fit
 
@@ -105,7 +112,7 @@ def train_networks(name: str, spec: dict[str, Any], runs: Path, data_dir: str | 
     return arch, result.params, meta
 
 
-def _rows_table(rows: list[dict[str, Any]], names: tuple[str, ...]) -> str:
+def _rows_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table: per category (mean ± sd over seeds) and over everything."""
     fields = [("sparsity", 4), ("sparsity_extracted", 4), ("heldout_csa", 3),
               ("heldout_baseline_csa", 3), ("heldout_null_csa", 3), ("relative_csa", 3)]
@@ -113,13 +120,21 @@ def _rows_table(rows: list[dict[str, Any]], names: tuple[str, ...]) -> str:
     for r in rows:
         groups.setdefault(f"{r['category']} {r['name']}", []).append(r)
     groups["all (categories x seeds)"] = rows
-    body = [[key, *(mean_sd([r[f] for r in rs if np.isfinite(r[f])], d) for f, d in fields)]
+    def cell(values: list[float], digits: int) -> str:
+        finite = [v for v in values if np.isfinite(v)]
+        return mean_sd(finite, digits) if finite else "n/a"
+
+    body = [[key, *(cell([r[f] for r in rs], d) for f, d in fields)]
             for key, rs in groups.items()]
     headers = ["category", "sparsity (effective)", "sparsity (extracted)", "CSA circuit",
                "CSA unpruned", "CSA empty circuit", "relative CSA"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def run_dataset(name: str, spec: dict[str, Any], job: CircuitJob, out: Path, runs: Path,
@@ -151,13 +166,14 @@ def run_dataset(name: str, spec: dict[str, Any], job: CircuitJob, out: Path, run
 
     def save(results):
         rows = [r for res in results for r in res["rows"]]
-        write_json(path, {**summarize(rows), **base, "rows": rows, "per_seed": results})
+        write_json(path, {**summarize(rows), **overlap_summary(results), **base, "rows": rows,
+                          "per_seed": results})
 
     results = run_all(arch, params, sets, job, trained["seeds"], train.class_names, done=done,
                       on_seed=save, progress=progress)
     save(results)
     rows = [r for res in results for r in res["rows"]]
-    text = _rows_table(rows, train.class_names)
+    text = _rows_table(rows)
     payload = json.loads(path.read_text())
     payload["circuit_seconds"] = sum(r["seconds"] for r in results)
     payload["wall_time_s_this_call"] = time.perf_counter() - t0
@@ -166,7 +182,10 @@ def run_dataset(name: str, spec: dict[str, Any], job: CircuitJob, out: Path, run
               f"epochs run {trained['epochs_run']}, test accuracy "
               f"{mean_sd(trained['test_accuracy'], 4)}; threshold {job.circuit.threshold}, "
               f"{job.scoring_per_class}/{job.extraction_per_class}/{job.eval_per_class} "
-              f"scoring/extraction/evaluation images per class\n\n")
+              f"scoring/extraction/evaluation images per class; pairwise Jaccard overlap "
+              f"{_num(payload['mean_jaccard'])} ± {_num(payload['sd_jaccard'])} "
+              f"({payload['jaccard_pairs']} pairs, {payload['jaccard_pairs_undefined']} of two "
+              f"empty circuits left out); circuits {payload['circuit_seconds']:.0f} s\n\n")
     tmp = out / f".circuits_{name}.md.tmp"
     tmp.write_text(header + text + "\n")
     tmp.replace(out / f"circuits_{name}.md")

@@ -3,6 +3,7 @@ the bias fit against hand-computed cases, the batched sweep against the one-at-a
 effective masks, the command line (errors included) and AlexNet weights end to end."""
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -197,6 +198,8 @@ def test_jaccard_and_sparsity_of_hand_masks():
              "head": jnp.array([[1, 1], [1, 0]], bool)}
     jac = C.circuit_jaccard(arch, masks)
     np.testing.assert_allclose(jac["total"], [[1, 0.5], [0.5, 1]])
+    empty = {"fc1": jnp.zeros((2, 2, 2), bool), "head": masks["head"]}
+    assert np.isnan(C.circuit_jaccard(arch, empty)["total"][0, 1])  # undefined, not 1
     sp = C.sparsity(arch, masks)
     np.testing.assert_allclose(sp["fc1"], [0.5, 0.75])
     np.testing.assert_allclose(sp["total"], [2 / 6, 4 / 6])
@@ -348,3 +351,31 @@ def test_alexnet_weights_and_image_folder_end_to_end(tmp_path):
     assert out["model"] == "alexnet" and len(out["rows"]) == 2
     assert set(out["rows"][0]["layer_sparsity"]) == {*arch.layer_names, "head"}
     assert (tmp_path / "o.png").stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+def test_experiment_quick_mode_resumes_and_refuses_other_options(tmp_path, shared_data):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "circuits_experiment", Path(__file__).parents[1] / "experiments" / "circuits.py")
+    experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiment)
+    args = ["--quick", "--datasets", "mnist", "--runs", str(tmp_path / "runs"),
+            "--out", str(tmp_path / "out"), "--data-dir", str(shared_data), "--no-progress"]
+    first = experiment.main(args)["mnist"]
+    for ext in ("json", "md", "png"):
+        assert (tmp_path / "out" / f"circuits_mnist.{ext}").stat().st_size > 0
+    assert len(first["rows"]) == 2 * 10 and first["options"]["job"]["circuit"]["threshold"] == 0.9
+    for key in ("mean_sparsity", "sd_sparsity", "mean_relative_csa", "sd_relative_csa"):
+        assert np.isfinite(first[key])
+    again = experiment.main(args)["mnist"]  # finished seeds are kept, not redone
+    assert [s["seconds"] for s in again["per_seed"]] == [s["seconds"] for s in first["per_seed"]]
+    path = tmp_path / "out" / "circuits_mnist.json"
+    payload = json.loads(path.read_text())
+    payload["options"]["job"]["circuit"]["threshold"] = 0.5
+    path.write_text(json.dumps(payload))
+    with pytest.raises(SystemExit, match="other options"):
+        experiment.main(args)

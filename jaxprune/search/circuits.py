@@ -620,7 +620,8 @@ def sparsity(arch: Architecture, masks: dict[str, jax.Array]) -> dict[str, np.nd
 def circuit_jaccard(arch: Architecture, masks: dict[str, jax.Array]) -> dict[str, np.ndarray]:
     """``{layer: [C, C], "total": [C, C]}`` Jaccard overlap ``|A ∩ B| / |A ∪ B|`` of the
     circuits' weights for every pair of categories, per hidden layer and over all of them (the
-    head is left out: each circuit has its own column); 1.0 when both are empty."""
+    head is left out: each circuit has its own column); NaN (undefined) off the diagonal when
+    both are empty."""
     flat = {la.name: np.asarray(masks[la.name]).reshape(np.shape(masks[la.name])[0], -1)
             for la in arch.layers}
     flat["total"] = np.concatenate(list(flat.values()), axis=1)
@@ -632,6 +633,6 @@ def circuit_jaccard(arch: Architecture, masks: dict[str, jax.Array]) -> dict[str
             for j in range(i + 1, c):
                 union = np.count_nonzero(f[i] | f[j])
                 inter = np.count_nonzero(f[i] & f[j])
-                jac[i, j] = jac[j, i] = 1.0 if union == 0 else inter / union
+                jac[i, j] = jac[j, i] = np.nan if union == 0 else inter / union
         out[name] = jac
     return out

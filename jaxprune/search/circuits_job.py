@@ -164,6 +164,18 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "rows_without_relative_csa": int((~ok).sum()), "rows": len(rows)}
 
 
+def overlap_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± sd (population) of the pairwise Jaccard overlap (all hidden layers) over every
+    pair of categories and seed; pairs of two empty circuits (undefined) are counted apart."""
+    mats = np.array([r["jaccard"]["total"] for r in results], dtype=np.float64)
+    upper = np.triu_indices(mats.shape[1], 1)
+    pairs = mats[:, upper[0], upper[1]].ravel()
+    ok = pairs[np.isfinite(pairs)]
+    return {"mean_jaccard": float(ok.mean()) if ok.size else None,
+            "sd_jaccard": float(ok.std()) if ok.size else None,
+            "jaccard_pairs": int(ok.size), "jaccard_pairs_undefined": int(pairs.size - ok.size)}
+
+
 def run_all(arch: Architecture, params: Params, sets: Sets, job: CircuitJob,
             seeds: Sequence[int], class_names: Sequence[str] = (), *, stacked: bool = True,
             done: Sequence[dict[str, Any]] = (), on_seed: Callable | None = None,
@@ -185,7 +197,8 @@ def run_all(arch: Architecture, params: Params, sets: Sets, job: CircuitJob,
 def plot_overlap(results: list[dict[str, Any]], path: str | Path,
                  class_names: Sequence[str] = (), title: str = "") -> Path:
     """Two panels: the histogram of the Jaccard overlap of every pair of categories (all
-    seeds), and the category × category overlap averaged over seeds. Written atomically."""
+    seeds; pairs of two empty circuits, overlap undefined, left out and counted), and the
+    category × category overlap averaged over seeds. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,14 +206,19 @@ def plot_overlap(results: list[dict[str, Any]], path: str | Path,
 
     from jaxprune.report import _save
 
-    mats = np.array([r["jaccard"]["total"] for r in results])
+    mats = np.array([r["jaccard"]["total"] for r in results], dtype=np.float64)  # None: NaN
     cats = [row["category"] for row in results[0]["rows"]]
     upper = np.triu_indices(mats.shape[1], 1)
+    pairs = mats[:, upper[0], upper[1]].ravel()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
-    ax0.hist(mats[:, upper[0], upper[1]].ravel(), bins=20, range=(0, 1), color="C0")
-    ax0.set(xlabel="Jaccard overlap of two categories' circuits (weights)", ylabel="pairs",
-            title=f"{title} {len(upper[0])} pairs x {len(mats)} seed(s)".strip())
-    im = ax1.imshow(mats.mean(0), vmin=0, vmax=1, cmap="viridis")
+    ax0.hist(pairs[np.isfinite(pairs)], bins=20, range=(0, 1), color="C0")
+    undefined = int((~np.isfinite(pairs)).sum())
+    ax0.set(xlabel="Jaccard overlap of two categories' circuits (weights)"
+            + (f"\n({undefined} pairs of two empty circuits left out)" if undefined else ""),
+            ylabel="pairs", title=f"{title} {len(upper[0])} pairs x {len(mats)} seed(s)".strip())
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(np.where(np.isfinite(mats), mats, np.nan), axis=0)
+    im = ax1.imshow(mean, vmin=0, vmax=1, cmap="viridis")
     labels = [class_names[c] if len(class_names) > c else str(c) for c in cats]
     ax1.set_xticks(range(len(cats)), labels, rotation=90, fontsize=7)
     ax1.set_yticks(range(len(cats)), labels, fontsize=7)
@@ -293,7 +311,8 @@ def circuits_command(*, checkpoint: str | None = None, model: str | None = None,
     results = run_all(arch, params, sets, job, chosen, names, progress=progress)
     rows = [r for res in results for r in res["rows"]]
     out = {"method": "category circuits (activation x gradient, CSA, fitted bias)",
-           **summarize(rows), "jaxprune_version": jaxprune.__version__,
+           **summarize(rows), **overlap_summary(results),
+           "jaxprune_version": jaxprune.__version__,
            "checkpoint": checkpoint, "weights": weights, "model": arch.family,
            "model_config": to_jsonable(model_config),
            "data": None if images else data, "images": images, "eval_images": eval_images,
