@@ -185,7 +185,8 @@ def run_dataset(name: str, spec: dict[str, Any], job: CircuitJob, out: Path, run
               f"scoring/extraction/evaluation images per class; pairwise Jaccard overlap "
               f"{_num(payload['mean_jaccard'])} ± {_num(payload['sd_jaccard'])} "
               f"({payload['jaccard_pairs']} pairs, {payload['jaccard_pairs_undefined']} of two "
-              f"empty circuits left out); circuits {payload['circuit_seconds']:.0f} s\n\n")
+              f"empty circuits left out); {payload['empty_circuits']} of {payload['rows']} "
+              f"circuits empty; circuits {payload['circuit_seconds']:.0f} s\n\n")
     tmp = out / f".circuits_{name}.md.tmp"
     tmp.write_text(header + text + "\n")
     tmp.replace(out / f"circuits_{name}.md")

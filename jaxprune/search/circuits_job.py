@@ -152,7 +152,7 @@ def run_seed(arch: Architecture, params: Params, sets: Sets, categories: np.ndar
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean ± sd (population) over every (seed, category) row of the sparsities and the
     relative held-out CSA (rows with a non-positive baseline, relative NaN, left out and
-    counted)."""
+    counted), and the number of empty circuits (effective sparsity 1)."""
     sp = np.array([r["sparsity"] for r in rows])
     spx = np.array([r["sparsity_extracted"] for r in rows])
     rel = np.array([r["relative_csa"] for r in rows], np.float64)
@@ -161,7 +161,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_sparsity_extracted": float(spx.mean()), "sd_sparsity_extracted":
             float(spx.std()), "mean_relative_csa": float(rel[ok].mean()) if ok.any() else None,
             "sd_relative_csa": float(rel[ok].std()) if ok.any() else None,
-            "rows_without_relative_csa": int((~ok).sum()), "rows": len(rows)}
+            "rows_without_relative_csa": int((~ok).sum()), "rows": len(rows),
+            "empty_circuits": int(np.sum(sp >= 1.0))}
 
 
 def overlap_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
