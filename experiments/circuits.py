@@ -54,7 +54,7 @@ FULL: dict[str, dict[str, Any]] = {
     "cifar10": {"model": "lenet5_cifar", "widths": None, "train_per_class": None,
                 "seeds": (0, 1, 2), "train": TRAIN_FULL},
     "mnist": {"model": "lenet5_mnist", "widths": None, "train_per_class": 1200,
-              "seeds": (0, 1, 2), "train": {**TRAIN_FULL, "epochs": 3}},
+              "seeds": (0, 1, 2), "train": {**TRAIN_FULL, "epochs": 2}},
 }
 #: circuits: threshold 0.9, 4 scoring / 20 extraction / 30 evaluation images per class,
 #: 20 sparsity levels 1 - 0.7^k, conv kernels as items
