@@ -61,10 +61,10 @@ FULL: dict[str, dict[str, Any]] = {
 JOB_FULL = CircuitJob(None, 4, 20, 30, CircuitConfig(0.9, default_levels(20)))
 JOB_QUICK = CircuitJob(None, 2, 5, 5, CircuitConfig(0.9, default_levels(5)))
 QUICK: dict[str, dict[str, Any]] = {
-    "cifar10": {"model": "lenet5_cifar", "widths": (4, 8, 32, 16), "train_per_class": 100,
-                "seeds": (0, 1), "train": {**TRAIN_FULL, "epochs": 2}},
-    "mnist": {"model": "lenet5_mnist", "widths": (4, 8, 32, 16), "train_per_class": 100,
-              "seeds": (0, 1), "train": {**TRAIN_FULL, "epochs": 2}},
+    "cifar10": {"model": "lenet5_cifar", "widths": (4, 8, 32, 16), "train_per_class": 60,
+                "seeds": (0, 1), "train": {**TRAIN_FULL, "epochs": 1}},
+    "mnist": {"model": "lenet5_mnist", "widths": (4, 8, 32, 16), "train_per_class": 60,
+              "seeds": (0, 1), "train": {**TRAIN_FULL, "epochs": 1}},
 }
 
 
@@ -121,7 +121,7 @@ def _rows_table(rows: list[dict[str, Any]]) -> str:
         groups.setdefault(f"{r['category']} {r['name']}", []).append(r)
     groups["all (categories x seeds)"] = rows
     def cell(values: list[float], digits: int) -> str:
-        finite = [v for v in values if np.isfinite(v)]
+        finite = [v for v in values if v is not None and np.isfinite(v)]  # JSON NaN: None
         return mean_sd(finite, digits) if finite else "n/a"
 
     body = [[key, *(cell([r[f] for r in rs], d) for f, d in fields)]
@@ -185,7 +185,7 @@ def run_dataset(name: str, spec: dict[str, Any], job: CircuitJob, out: Path, run
               f"scoring/extraction/evaluation images per class; pairwise Jaccard overlap "
               f"{_num(payload['mean_jaccard'])} ± {_num(payload['sd_jaccard'])} "
               f"({payload['jaccard_pairs']} pairs, {payload['jaccard_pairs_undefined']} of two "
-              f"empty circuits left out); {payload['empty_circuits']} of {payload['rows']} "
+              f"empty circuits left out); {payload['empty_circuits']} of {payload['n_rows']} "
               f"circuits empty; circuits {payload['circuit_seconds']:.0f} s\n\n")
     tmp = out / f".circuits_{name}.md.tmp"
     tmp.write_text(header + text + "\n")

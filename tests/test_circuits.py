@@ -111,6 +111,24 @@ def test_dense_scores_min_max_normalised_per_layer_and_conv_per_kernel():
     assert weight["conv2"].shape == (3, 3, 3, 3, 4)
 
 
+def test_first_layer_from_kernel_contributions_equals_the_masked_convolution():
+    arch = tiny_conv()
+    params = models.init_params(arch, jax.random.key(5))
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(5, 6, 6, 1)).astype(np.float32))
+    rng = np.random.default_rng(4)
+    items = {"conv1": jnp.asarray(rng.random((1, 3)) < 0.7),
+             "conv2": jnp.asarray(rng.random((3, 4)) < 0.7),
+             "fc1": jnp.asarray(rng.random((36, 6)) < 0.7),
+             "fc2": jnp.asarray(rng.random((6, 5)) < 0.7), "head": jnp.ones(5, bool)}
+    eff = C._effective_one(arch, items)  # weight-level (HWIO) conv masks, kernel-structured
+    h = C.layer_input(arch, params, x, 0)
+    plain = C.circuit_output(arch, params, eff, jnp.int32(1), h)
+    maps = C.kernel_contributions(arch, params, x)
+    assert maps.shape == (5, 6, 6, 1, 3)
+    fast = C.circuit_output(arch, params, eff, jnp.int32(1), h, 0, maps)
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- CSA
 
 

@@ -40,9 +40,12 @@ connected mask fixed. At every level the circuit that is judged is the **effecti
 of the level's mask (:func:`effective_masks`: the weights still on a path from the input to
 the target unit), so the circuit that is kept is the one that was measured; sparsity is
 reported both ways (nominal: the items the level removed; effective). Every (category,
-level) pair of a sweep is one element of one ``jax.lax.map`` (chunks of ``vmap``);
-``sequential=True`` runs the twin, one category and one level per call. Biases are never
-pruned.
+level) pair of a sweep is one element of one ``jax.lax.map`` (chunks of ``vmap``), and work
+that no pair changes is done once: the fully connected sweep starts from the unpruned conv
+layers' output, computed once; the conv sweep takes the first conv layer from its kernel
+contributions (:func:`kernel_contributions`, computed once: the layer is linear in its
+kernel mask). ``sequential=True`` runs the twin: one category and one level per call, the
+whole masked network from its input with plain convolutions. Biases are never pruned.
 
 **The empty circuit.** CSA substitutes the circuit into the *unpruned* network, so even a
 constant output ``β`` (no weight at all) reaches a positive CSA when the other units are
@@ -63,6 +66,7 @@ import numpy as np
 
 from jaxprune.models import HEAD, Architecture, Params, apply, forward_from, linear, transition
 from jaxprune.models.arch import layer_geometry
+from jaxprune.models.network import channel_last
 
 Granularity = Literal["kernel", "weight"]
 
@@ -290,13 +294,34 @@ def layer_input(arch: Architecture, params: Params, x: jax.Array, start: int) ->
     return transition(arch, start, acts[arch.layers[start - 1].name])
 
 
+def kernel_contributions(arch: Architecture, params: Params, x: jax.Array) -> jax.Array:
+    """``[n, h, w, in, out]``: the map each kernel ``(in → out)`` of the first (conv) layer
+    adds to its output, ``x_in ⋆ K_{in,out}`` (no bias). The layer's pre-activation with a
+    kernel mask ``M`` is ``Σ_in M[in, out] · P[..., in, out] + b``: linear in the mask."""
+    name, h = arch.layers[0].name, transition(arch, 0, x)
+    kernel = params[name]["kernel"]
+    zero = jnp.zeros_like(params[name]["bias"])
+    maps = [linear(arch, {**params, name: {"kernel": kernel[:, :, i:i + 1], "bias": zero}}, 0,
+                   h[..., i:i + 1]) for i in range(kernel.shape[2])]
+    return jnp.stack(maps, axis=-2)
+
+
 def circuit_output(arch: Architecture, params: Params, items: dict[str, jax.Array],
-                   cat: jax.Array, h: jax.Array, start: int = 0) -> jax.Array:
+                   cat: jax.Array, h: jax.Array, start: int = 0,
+                   first: jax.Array | None = None) -> jax.Array:
     """``[n]``: the target unit ``cat`` without its bias, computed from ``h`` (the input of
     layer ``start``) through the layers ``start..`` with their weights masked by ``items``;
-    ``items[HEAD]`` ``[in]`` masks the target's column of the head."""
+    ``items[HEAD]`` ``[in]`` masks the target's column of the head. ``first``: the first conv
+    layer's :func:`kernel_contributions` (``start = 0``, kernel-structured masks): its
+    pre-activation is then the masked sum of those maps instead of a convolution."""
     p = _masked_params(arch, params, items)
-    z = linear(arch, p, start, h)
+    if first is None:
+        z = linear(arch, p, start, h)
+    else:
+        name = arch.layers[0].name
+        m = items[name] if items[name].ndim == 2 else jnp.any(items[name], axis=(0, 1))
+        z = jnp.einsum("...io,io->...o", first, m.astype(first.dtype))
+        z = z + channel_last(params[name]["bias"], z.ndim)
     _, acts = forward_from(arch, p, None, start, z)
     n = len(arch.layers)
     hh = transition(arch, n, acts[arch.layers[-1].name])
@@ -304,27 +329,28 @@ def circuit_output(arch: Architecture, params: Params, items: dict[str, jax.Arra
     return hh @ (column * items[HEAD].astype(jnp.float32))
 
 
-def _element(arch, params, ranks, fixed, cats, h, m, is_target, start, ci, k):
+def _element(arch, params, ranks, fixed, cats, h, first, m, is_target, start, ci, k):
     """One (category, level) pair of a sweep: mask the group at removal count ``k``, compute
     the circuit output, fit its bias: ``(CSA, β)``."""
     items = {name: r[ci] >= k for name, r in ranks.items()}
     items.update({name: f[ci] for name, f in fixed.items()})
-    u = circuit_output(arch, params, _effective_one(arch, items), cats[ci], h, start)
+    u = circuit_output(arch, params, _effective_one(arch, items), cats[ci], h, start, first)
     return fit_bias(m[ci] - u, is_target[ci])
 
 
 @partial(jax.jit, static_argnames=("arch", "start", "chunk"))
-def _sweep_batched(arch, params, ranks, fixed, cats, h, m, is_target, cat_idx, counts, *,
-                   start, chunk):
+def _sweep_batched(arch, params, ranks, fixed, cats, h, first, m, is_target, cat_idx, counts,
+                   *, start, chunk):
     def one(args):
-        return _element(arch, params, ranks, fixed, cats, h, m, is_target, start, *args)
+        return _element(arch, params, ranks, fixed, cats, h, first, m, is_target, start, *args)
 
     return jax.lax.map(one, (cat_idx, counts), batch_size=chunk)
 
 
-@partial(jax.jit, static_argnames=("arch", "start"))
-def _sweep_one(arch, params, ranks, fixed, cats, h, m, is_target, ci, k, *, start):
-    return _element(arch, params, ranks, fixed, cats, h, m, is_target, start, ci, k)
+@partial(jax.jit, static_argnames=("arch",))
+def _sweep_one(arch, params, ranks, fixed, cats, x, m, is_target, ci, k):
+    """The twin's pair: the whole masked network from its input, plain convolutions."""
+    return _element(arch, params, ranks, fixed, cats, x, None, m, is_target, 0, ci, k)
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -389,32 +415,34 @@ class GroupSweep:
         return self.counts[np.maximum(self.kept_level, 0)] / self.items
 
 
-def _sweep(arch, params, ranks, fixed, cats, h, m, is_target, counts, start, chunk,
+def _sweep(arch, params, ranks, fixed, cats, inputs, m, is_target, counts, start, chunk,
            sequential) -> tuple[np.ndarray, np.ndarray]:
     """``(csa, beta)`` ``[C, L]`` for every category × removal count: one chunked
-    ``lax.map`` call, or (``sequential``) one call per pair."""
+    ``lax.map`` call over ``inputs = (h, first)``, or (``sequential``, ``inputs`` = the
+    network input) one call per pair."""
     n_c, n_l = len(cats), len(counts)
-    args = (params, ranks, fixed, jnp.asarray(cats), h, m, is_target)
     if sequential:
-        out = [[_sweep_one(arch, *args, jnp.int32(c), jnp.int32(k), start=start)
+        args = (params, ranks, fixed, jnp.asarray(cats), inputs, m, is_target)
+        out = [[_sweep_one(arch, *args, jnp.int32(c), jnp.int32(k))
                 for k in counts] for c in range(n_c)]
         csa = np.array([[float(v[0]) for v in row] for row in out], np.float32)
         beta = np.array([[float(v[1]) for v in row] for row in out], np.float32)
         return csa, beta
     cat_idx = jnp.repeat(jnp.arange(n_c, dtype=jnp.int32), n_l)
     ks = jnp.tile(jnp.asarray(counts, jnp.int32), n_c)
-    size = chunk or _chunk(arch, params, h.shape[0], n_c * n_l)
-    csa, beta = _sweep_batched(arch, *args, cat_idx, ks, start=start, chunk=size)
+    size = chunk or _chunk(arch, params, m.shape[1], n_c * n_l)
+    csa, beta = _sweep_batched(arch, params, ranks, fixed, jnp.asarray(cats), *inputs, m,
+                               is_target, cat_idx, ks, start=start, chunk=size)
     return np.asarray(csa).reshape(n_c, n_l), np.asarray(beta).reshape(n_c, n_l)
 
 
-def _run_group(arch, params, scores, names, fixed, cats, h, m, is_target, baseline, config,
-               start, sequential) -> tuple[GroupSweep, dict[str, jax.Array]]:
+def _run_group(arch, params, scores, names, fixed, cats, inputs, m, is_target, baseline,
+               config, start, sequential) -> tuple[GroupSweep, dict[str, jax.Array]]:
     """Sweep one group; returns the sweep and its kept item masks ``{layer: bool [C, ...]}``."""
     ranks = group_ranks(scores, names)
     total = sum(int(np.prod(scores[n].shape[1:])) for n in names)
     counts = np.array([0] + [int(np.floor(s * total)) for s in config.levels], np.int64)
-    csa, beta = _sweep(arch, params, ranks, fixed, cats, h, m, is_target, counts, start,
+    csa, beta = _sweep(arch, params, ranks, fixed, cats, inputs, m, is_target, counts, start,
                        config.chunk, sequential)
     kept = kept_levels(csa, baseline, config.threshold)
     k_kept = jnp.asarray(counts[np.maximum(kept, 0)], jnp.int32)
@@ -455,14 +483,26 @@ class Circuits:
     null_csa: np.ndarray
 
 
-@partial(jax.jit, static_argnames=("arch", "starts"))
-def _prepare(arch, params, x, labels, cats, starts):
+@partial(jax.jit, static_argnames=("arch", "starts", "first"))
+def _prepare(arch, params, x, labels, cats, starts, first):
     """Extraction-set quantities every sweep shares: ``m [C, n]``, ``is_target [C, n]``, the
-    unpruned CSA ``[C]`` and the input of each group's first layer."""
+    unpruned CSA ``[C]``, the input of each group's first layer and (``first``) the first
+    conv layer's kernel contributions."""
     logits, _ = apply(arch, params, None, x)
     m, is_target = other_max(logits, cats), labels[None, :] == cats[:, None]
     hs = tuple(layer_input(arch, params, x, s) for s in starts)
-    return m, is_target, network_csa(logits, labels, cats), hs
+    maps = kernel_contributions(arch, params, x) if first else None
+    return m, is_target, network_csa(logits, labels, cats), hs, maps
+
+
+def _use_contributions(arch: Architecture, config: CircuitConfig, n: int) -> bool:
+    """Whether the conv sweep takes the first layer from :func:`kernel_contributions` (conv
+    first layer, kernel items, the maps under 5·10^7 floats)."""
+    layer = arch.layers[0]
+    if layer.kind != "conv" or config.conv_granularity != "kernel":
+        return False
+    out = layer_geometry(arch)[0][0]
+    return n * int(np.prod(out.out_shape)) * out.in_shape[-1] <= 5e7
 
 
 def _group_layers(arch: Architecture) -> dict[str, list[str]]:
@@ -493,13 +533,16 @@ def extract_circuits(arch: Architecture, params: Params, scoring: tuple[Any, Any
                             cats, config.conv_granularity)
     layers = _group_layers(arch)
     starts = tuple(arch.index(names[0]) if g == "dense" else 0 for g, names in layers.items())
-    m, is_target, baseline, hs = _prepare(arch, params, jnp.asarray(extraction[0]),
-                                          jnp.asarray(extraction[1]), jnp.asarray(cats), starts)
+    x = jnp.asarray(extraction[0])
+    use_maps = not sequential and _use_contributions(arch, config, x.shape[0])
+    m, is_target, baseline, hs, maps = _prepare(arch, params, x, jnp.asarray(extraction[1]),
+                                                jnp.asarray(cats), starts, use_maps)
     baseline = np.asarray(baseline)
     groups, items = {}, {}
     fixed = {n: jnp.ones((len(cats),) + scores[n].shape[1:], bool) for n in layers.get("conv", [])}
     for (group, names), start, h in zip(layers.items(), starts, hs, strict=True):
-        sweep, kept = _run_group(arch, params, scores, names, fixed, cats, h, m, is_target,
+        inputs = hs[-1] if sequential else (h, maps if group == "conv" else None)
+        sweep, kept = _run_group(arch, params, scores, names, fixed, cats, inputs, m, is_target,
                                  baseline, config, start, sequential)
         groups[group] = sweep
         items.update(kept)

@@ -13,6 +13,7 @@ class; ``categories`` chooses which output units get a circuit.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -161,7 +162,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_sparsity_extracted": float(spx.mean()), "sd_sparsity_extracted":
             float(spx.std()), "mean_relative_csa": float(rel[ok].mean()) if ok.any() else None,
             "sd_relative_csa": float(rel[ok].std()) if ok.any() else None,
-            "rows_without_relative_csa": int((~ok).sum()), "rows": len(rows),
+            "rows_without_relative_csa": int((~ok).sum()), "n_rows": len(rows),
             "empty_circuits": int(np.sum(sp >= 1.0))}
 
 
@@ -217,8 +218,9 @@ def plot_overlap(results: list[dict[str, Any]], path: str | Path,
     ax0.set(xlabel="Jaccard overlap of two categories' circuits (weights)"
             + (f"\n({undefined} pairs of two empty circuits left out)" if undefined else ""),
             ylabel="pairs", title=f"{title} {len(upper[0])} pairs x {len(mats)} seed(s)".strip())
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(np.where(np.isfinite(mats), mats, np.nan), axis=0)
+    with warnings.catch_warnings():  # a pair undefined in every seed stays NaN (blank)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(mats, axis=0)
     im = ax1.imshow(mean, vmin=0, vmax=1, cmap="viridis")
     labels = [class_names[c] if len(class_names) > c else str(c) for c in cats]
     ax1.set_xticks(range(len(cats)), labels, rotation=90, fontsize=7)
