@@ -161,6 +161,37 @@ def _curve(args: argparse.Namespace) -> dict[str, Any]:
                          seed=args.seed, class_means=args.class_means, figure=args.figure)
 
 
+def _circuits(args: argparse.Namespace) -> dict[str, Any]:
+    from jaxprune import report
+    from jaxprune.search.circuits import CircuitConfig, default_levels
+    from jaxprune.search.circuits_job import CircuitJob, circuits_command
+
+    categories = None
+    if args.categories != "all":
+        try:
+            categories = tuple(int(c) for c in args.categories.split(","))
+        except ValueError:
+            raise ValueError(f"--categories must be 'all' or integers like 0,3,7, got "
+                             f"{args.categories!r}") from None
+    circuit = CircuitConfig(threshold=args.threshold, levels=default_levels(args.levels),
+                            conv_granularity=args.granularity)
+    job = CircuitJob(categories, args.scoring_per_class, args.extraction_per_class,
+                     args.eval_per_class, circuit)
+    out = circuits_command(checkpoint=args.checkpoint, model=args.model, weights=args.weights,
+                           data=args.data, data_dir=args.data_dir, images=args.images,
+                           eval_images=args.eval_images, image_size=args.image_size, job=job,
+                           seeds=args.seeds, figure=args.figure,
+                           progress=not args.no_progress)
+    rows = [[r["seed"], r["name"], f"{r['sparsity']:.4f}", f"{r['sparsity_extracted']:.4f}",
+             f"{r['heldout_csa']:.3f}", f"{r['heldout_baseline_csa']:.3f}",
+             f"{r['relative_csa']:.3f}"] for r in out["rows"]]
+    print(report.table(["seed", "category", "sparsity", "sparsity (extracted)", "CSA held-out",
+                        "CSA unpruned", "relative"], rows))
+    print(f"mean sparsity {out['mean_sparsity']:.4f} ± {out['sd_sparsity']:.4f}, relative "
+          f"CSA {out['mean_relative_csa']} ± {out['sd_relative_csa']}")
+    return out
+
+
 # ----------------------------------------------------------------------------- the parser
 
 EXAMPLES = {
@@ -174,6 +205,9 @@ EXAMPLES = {
              "  jaxprune prune --checkpoint runs/c10/model --target-rsm human.npy\n"
              "  jaxprune prune --checkpoint runs/c10/model --method cka --fraction 0.4 "
              "--iterations 3 --fine-tune-epochs 10",
+    "circuits": "example:\n  jaxprune circuits --checkpoint runs/c10/model --categories all "
+                "--threshold 0.9 --scoring-per-class 4 --extraction-per-class 20 "
+                "--eval-per-class 30 --json circuits.json --figure overlap.png",
     "curve": "example:\n  jaxprune curve --checkpoint runs/c10/model --layer fc2 --stimuli 10000 "
              "--class-means --keep 0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1 --figure curve.png",
 }
@@ -297,6 +331,39 @@ def _add_curve(sub) -> None:
     p.add_argument("--figure", metavar="PNG", help="figure of the curves")
 
 
+def _add_circuits(sub) -> None:
+    p = sub("circuits", _circuits,
+            "category circuits: sparse sub-networks that still compute each output unit")
+    p.add_argument("--checkpoint", help="the OUT/model folder written by train (all its seeds)")
+    p.add_argument("--weights", metavar="FILE",
+                   help="torchvision-layout .pth/.npz instead of a checkpoint")
+    p.add_argument("--model", choices=MODELS, help="with --weights: the family")
+    p.add_argument("--images", metavar="DIR",
+                   help="class-subfolder image folder for scoring and extraction (folders "
+                        "named 0..999 are those output units)")
+    p.add_argument("--eval-images", metavar="DIR", help="image folder for the held-out "
+                   "evaluation")
+    p.add_argument("--image-size", type=COUNT, default=224, help="with --images: input size")
+    _data_options(p)
+    p.add_argument("--categories", default="all", help="'all' or a list like 0,3,7")
+    p.add_argument("--threshold", type=THRESHOLD, default=0.9,
+                   help="keep CSA >= threshold x the unpruned network's, in (0, 1]")
+    p.add_argument("--scoring-per-class", type=COUNT, default=4,
+                   help="images per category for the scores")
+    p.add_argument("--extraction-per-class", type=COUNT, default=20,
+                   help="images per category for choosing the sparsity")
+    p.add_argument("--eval-per-class", type=COUNT, default=30,
+                   help="held-out images per category for the evaluation")
+    p.add_argument("--levels", type=COUNT, default=20,
+                   help="sparsity levels 1 - 0.7^k, k = 1..LEVELS")
+    p.add_argument("--granularity", default="kernel", choices=["kernel", "weight"],
+                   help="conv items: kernels (input x output channel) or weights")
+    p.add_argument("--seeds", type=_number(int, 0), nargs="+", metavar="SEED",
+                   help="seeds of the checkpoint (default: all)")
+    p.add_argument("--figure", metavar="PNG",
+                   help="overlap histogram and category x category map")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxprune", description="Geometry-preserving pruning of neural networks in JAX.")
@@ -313,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     sub("models", _models, "list the registered networks, their layers and parameter counts")
-    for add in (_add_run, _add_train, _add_prune, _add_curve):
+    for add in (_add_run, _add_train, _add_prune, _add_curve, _add_circuits):
         add(sub)
     return parser
 

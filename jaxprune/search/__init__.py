@@ -9,6 +9,15 @@ from jaxprune.search.baselines import (
     prune_units,
     random_prune,
 )
+from jaxprune.search.circuits import (
+    CircuitConfig,
+    Circuits,
+    circuit_jaccard,
+    circuit_scores,
+    effective_masks,
+    evaluate_circuits,
+    extract_circuits,
+)
 from jaxprune.search.cka import (
     candidate_cka,
     cka_prune,
@@ -37,6 +46,8 @@ from jaxprune.search.result import LayerTrace, PruneResult, to_jsonable, write_j
 
 __all__ = [
     "DIRECTIONS",
+    "CircuitConfig",
+    "Circuits",
     "METHODS",
     "Fit",
     "FractionCurve",
@@ -47,9 +58,14 @@ __all__ = [
     "PruneResult",
     "Splits",
     "candidate_cka",
+    "circuit_jaccard",
+    "circuit_scores",
     "cka_prune",
     "cka_prune_layer",
     "cka_prune_sequential",
+    "effective_masks",
+    "evaluate_circuits",
+    "extract_circuits",
     "fraction_curve",
     "incoming_l1",
     "iterative_prune",
