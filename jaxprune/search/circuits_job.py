@@ -150,31 +150,36 @@ def run_seed(arch: Architecture, params: Params, sets: Sets, categories: np.ndar
             "seconds": time.perf_counter() - t0}
 
 
+def _sd(v: np.ndarray) -> float:
+    """Sample standard deviation (ddof=1; 0 for one value), the project's convention."""
+    return float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean ± sd (population) over every (seed, category) row of the sparsities and the
+    """Mean ± sample sd (ddof=1) over every (seed, category) row of the sparsities and the
     relative held-out CSA (rows with a non-positive baseline, relative NaN, left out and
     counted), and the number of empty circuits (effective sparsity 1)."""
     sp = np.array([r["sparsity"] for r in rows])
     spx = np.array([r["sparsity_extracted"] for r in rows])
     rel = np.array([r["relative_csa"] for r in rows], np.float64)
     ok = np.isfinite(rel)
-    return {"mean_sparsity": float(sp.mean()), "sd_sparsity": float(sp.std()),
-            "mean_sparsity_extracted": float(spx.mean()), "sd_sparsity_extracted":
-            float(spx.std()), "mean_relative_csa": float(rel[ok].mean()) if ok.any() else None,
-            "sd_relative_csa": float(rel[ok].std()) if ok.any() else None,
+    return {"mean_sparsity": float(sp.mean()), "sd_sparsity": _sd(sp),
+            "mean_sparsity_extracted": float(spx.mean()), "sd_sparsity_extracted": _sd(spx),
+            "mean_relative_csa": float(rel[ok].mean()) if ok.any() else None,
+            "sd_relative_csa": _sd(rel[ok]) if ok.any() else None,
             "rows_without_relative_csa": int((~ok).sum()), "n_rows": len(rows),
             "empty_circuits": int(np.sum(sp >= 1.0))}
 
 
 def overlap_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean ± sd (population) of the pairwise Jaccard overlap (all hidden layers) over every
+    """Mean ± sample sd (ddof=1) of the pairwise Jaccard overlap (all hidden layers) over every
     pair of categories and seed; pairs of two empty circuits (undefined) are counted apart."""
     mats = np.array([r["jaccard"]["total"] for r in results], dtype=np.float64)
     upper = np.triu_indices(mats.shape[1], 1)
     pairs = mats[:, upper[0], upper[1]].ravel()
     ok = pairs[np.isfinite(pairs)]
     return {"mean_jaccard": float(ok.mean()) if ok.size else None,
-            "sd_jaccard": float(ok.std()) if ok.size else None,
+            "sd_jaccard": _sd(ok) if ok.size else None,
             "jaccard_pairs": int(ok.size), "jaccard_pairs_undefined": int(pairs.size - ok.size)}
 
 
