@@ -60,11 +60,18 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
     from jaxprune.pipeline import load_trained, stimuli
     from jaxprune.search.poz import DIRECTIONS, PoZConfig, poz_search_directions
 
-    arch, params, meta = load_trained(args.checkpoint)
-    data_name = args.data or meta["data"]
-    if args.method != "poz":
-        return _prune_baseline(args, arch, params, meta, data_name)
-    x = stimuli(data_name, args.stimuli, data_dir=args.data_dir)
+    if args.model is not None or args.checkpoint is None:  # --- backbones: a registered network
+        from jaxprune.pipeline import pretrained_stimuli
+
+        arch, params, x = pretrained_stimuli(args.model, args.pretrained, args.weights,
+                                             args.images, args.checkpoint, args.method,
+                                             progress=not args.no_progress)
+    else:
+        arch, params, meta = load_trained(args.checkpoint)
+        data_name = args.data or meta["data"]
+        if args.method != "poz":
+            return _prune_baseline(args, arch, params, meta, data_name)
+        x = stimuli(data_name, args.stimuli, data_dir=args.data_dir)
     target = np.load(args.target_rsm) if args.target_rsm else None
     directions = DIRECTIONS if args.direction == "both" else (args.direction,)
     config = PoZConfig(threshold=args.threshold, metric=args.metric,
@@ -163,7 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for checkpoints (resumes if present)")
 
     p = add("prune", _prune, "prune trained networks (PoZ search, or CKA/L1/random baselines)")
-    p.add_argument("--checkpoint", required=True, help="OUT/model folder written by train")
+    p.add_argument("--checkpoint", help="OUT/model folder written by train")
+    p.add_argument("--model", help="instead of --checkpoint: a registered network, with "
+                   "--pretrained or --weights, searched on the images of --images")
+    p.add_argument("--pretrained", action="store_true",
+                   help="the weights its package ships (efficientnet_lite0: jaxprune[imagenet])")
+    p.add_argument("--weights", help="a state dict (.pth/.npz) for --model")
+    p.add_argument("--images", help="folder of stimulus images for --model, preprocessed as "
+                   "the network expects")
     p.add_argument("--method", default="poz", choices=["poz", "cka", "l1", "random"])
     p.add_argument("--data", help="data set of the stimuli (default: the training data)")
     p.add_argument("--data-dir")

@@ -81,6 +81,38 @@ def stimuli(data_name: str, n: int | None, *, data_dir: str | None = None) -> np
     return test.float_images()
 
 
+def pretrained_stimuli(
+    model: str | None, pretrained: bool, weights: str | None, images: str | None,
+    checkpoint_path: str | None = None, method: str = "poz", *, progress: bool = True,
+) -> tuple[Architecture, Params, np.ndarray]:
+    """``prune --model NAME (--pretrained | --weights PATH) --images DIR``: the network, its
+    params stacked as one seed, and the images preprocessed for it ``[n, h, w, 3]``. Every
+    user error is a ``ValueError`` raised before any long work."""
+    from jaxprune import weights as weight_io
+    from jaxprune.data import load_image_folder
+
+    if model is None or checkpoint_path is not None:
+        raise ValueError("give either --checkpoint or --model NAME (with --pretrained or "
+                         "--weights PATH and --images DIR), not both/neither")
+    arch = models.architecture(model)  # an unknown name lists the registered ones
+    if method != "poz":
+        raise ValueError(f"--model runs the PoZ search only, not --method {method}")
+    if images is None:
+        raise ValueError(f"--model {model} needs --images DIR (a folder of stimulus images)")
+    if not Path(images).exists():
+        raise ValueError(f"--images {images}: no such folder")
+    if weights is None and not pretrained:
+        raise ValueError(f"--model {model} needs --pretrained or --weights PATH")
+    try:
+        path = weights or weight_io.pretrained_path(model)
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    models.preprocessing(arch)  # fails early for a family without a stated preprocessing
+    params = weight_io.load_torchvision(arch, path)
+    x = load_image_folder(images, model=arch, progress=progress).float_images()
+    return arch, {k: {n: v[None] for n, v in p.items()} for k, p in params.items()}, x
+
+
 @dataclass(frozen=True)
 class MainConfig:
     """The main job: train a few seeds briefly, prune bottom-up and top-down, report.
