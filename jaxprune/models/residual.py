@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune.models.arch import LayerNames
 from jaxprune.models.conv import channel_last, conv2d, depthwise_conv2d, same_padding
 
 Activation = Literal["relu", "relu6"] | None
@@ -72,7 +73,7 @@ class Group:
 
 
 @dataclass(frozen=True)
-class ResidualArchitecture:
+class ResidualArchitecture(LayerNames):
     """A residual network: blocks, the readout group (masks the pooled features), classes."""
 
     family: str
@@ -97,26 +98,8 @@ class ResidualArchitecture:
                            final if g == self.readout else plan[g].width) for g in plan)
 
     @property
-    def layer_names(self) -> tuple[str, ...]:
-        return tuple(g.name for g in self.layers)
-
-    @property
-    def widths(self) -> dict[str, int]:
-        return {g.name: g.width for g in self.layers}
-
-    @property
     def readout_layer(self) -> str:
         return self.readout
-
-    def index(self, name: str) -> int:
-        """Position of a unit group by name; an unknown name lists the groups there are."""
-        try:
-            return self.layer_names.index(name)
-        except ValueError:
-            raise ValueError(
-                f"{self.family} has no layer {name!r}; its prunable unit groups are "
-                f"{list(self.layer_names)}"
-            ) from None
 
     def with_widths(self, widths: dict[str, int]) -> ResidualArchitecture:
         """The same family with some groups' widths replaced (each op of the group)."""

@@ -315,7 +315,9 @@ def _search_batch(arch, params, x, config, target_rsm, layers, sequential, progr
     t0 = time.perf_counter()
     st = _State(arch, params, x, config, target_rsm)
     traces: list[list[LayerTrace]] = [[] for _ in range(st.seeds)]
-    for name in tqdm(layers, desc=f"PoZ {config.direction}", disable=not progress, leave=False):
+    bar = tqdm(layers, desc=f"PoZ {config.direction}", disable=not progress, leave=False)
+    for name in bar:
+        bar.set_postfix_str(name)  # progress per layer: which one is being searched
         index = arch.index(name)
         width = arch.layers[index].width
         z = st.layer_input(index)
