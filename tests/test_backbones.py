@@ -122,8 +122,6 @@ def test_compact_equals_masked(name):
     rng = np.random.default_rng(0)
     m = {g.name: jnp.asarray((rng.random(g.width) < 0.6) | (np.arange(g.width) == 0),
                              jnp.float32) for g in arch.layers}
-    if name.startswith("resnet"):
-        m["pool"] = jnp.ones(arch.widths["pool"])  # the stream: not compactable
     logits, acts = apply(arch, params, m, x)
     small_arch, small = masks.compact(arch, params, m)
     assert small_arch.widths == masks.kept_counts(arch, m)
@@ -179,29 +177,36 @@ def test_vectorised_equals_sequential(name, direction):
 # ----------------------------------------------------------------------------- weight import
 
 
-def _resnet_state(name, seed=0):
+FULL = {"resnet18": dict(depths=(2, 2, 2, 2), widths=(64, 128, 256, 512), num_classes=1000),
+        "resnet50": dict(depths=(3, 4, 6, 3), widths=(64, 128, 256, 512), num_classes=1000)}
+
+
+def _resnet_state(name, seed=0, cfg=None):
     torch = pytest.importorskip("torch")
     from torch_reference import ResNet, randomise_batch_norm
 
-    cfg = MINI[name]
+    cfg = cfg or MINI[name]
     torch.manual_seed(seed)
     model = randomise_batch_norm(ResNet(cfg["depths"], name == "resnet50", cfg["widths"],
                                         cfg["num_classes"]))
     return model, {k: v.detach().numpy() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
-def test_resnet_parity_with_pytorch(name):
+@pytest.mark.parametrize("name,size", [("resnet18", 32), ("resnet50", 32),
+                                       ("resnet18", 64), ("resnet50", 64)])
+def test_resnet_parity_with_pytorch(name, size):
+    """Mini members at 32x32; the full torchvision layouts (random weights) at 64x64."""
     torch = pytest.importorskip("torch")
-    model, state = _resnet_state(name)
-    arch = models.architecture(name, **MINI[name])
+    cfg = MINI[name] if size == 32 else FULL[name]
+    model, state = _resnet_state(name, cfg=cfg)
+    arch = models.architecture(name, **{**cfg, "input_shape": (size, size, 3)})
     params = weights.from_torchvision(arch, state)
-    x = np.random.default_rng(1).normal(size=(3, 32, 32, 3)).astype(np.float32)
+    x = np.random.default_rng(1).normal(size=(2, size, size, 3)).astype(np.float32)
     with torch.no_grad():
         ref = model.double()(torch.from_numpy(x.transpose(0, 3, 1, 2)).double()).numpy()
     logits, _ = apply(arch, params, None, jnp.asarray(x))
     error = np.abs(np.asarray(logits) - ref).max()
-    print(f"{name} parity: max |logit - PyTorch float64| = {error:.2e}")
+    print(f"{name} ({size}x{size}) parity: max |logit - PyTorch float64| = {error:.2e}")
     assert error < 1e-4
 
 

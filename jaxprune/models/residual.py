@@ -74,13 +74,16 @@ class Group:
 
 @dataclass(frozen=True)
 class ResidualArchitecture(LayerNames):
-    """A residual network: blocks, the readout group (masks the pooled features), classes."""
+    """A residual network: blocks, the readout group (masks the pooled features), classes.
+    ``readout_keep``: where the readout is the residual stream (no op carries its group), the
+    stream channels a compacted network still pools (None: all)."""
 
     family: str
     input_shape: tuple[int, int, int]
     blocks: tuple[Block, ...]
     readout: str
     num_classes: int = 1000
+    readout_keep: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         names = [op.name for _, _, op in flat_ops(self)]
@@ -93,9 +96,8 @@ class ResidualArchitecture(LayerNames):
     @property
     def layers(self) -> tuple[Group, ...]:
         plan = group_plan(self)
-        final = flat_ops(self)[-1][2].width
-        return tuple(Group(g, "dense" if g == self.readout else "conv",
-                           final if g == self.readout else plan[g].width) for g in plan)
+        return tuple(Group(g, "dense" if g == self.readout else "conv", plan[g].width)
+                     for g in plan)
 
     @property
     def readout_layer(self) -> str:
@@ -107,8 +109,8 @@ class ResidualArchitecture(LayerNames):
             self.index(name)
         if self.readout in widths and self.readout not in {
                 op.group for _, _, op in flat_ops(self)}:
-            raise ValueError(f"the readout of {self.family} is the residual stream: "
-                             "its width follows the blocks")
+            raise ValueError(f"the readout of {self.family} is the residual stream: its width "
+                             "follows the blocks (masks.compact keeps a subset of it)")
 
         def resize(op: Op | None) -> Op | None:
             if op is None or op.group not in widths:
@@ -197,7 +199,11 @@ def group_plan(arch: ResidualArchitecture) -> dict[str, GroupPlan]:
     readout_ops = [q for q, (_, _, op) in enumerate(flat) if op.group == arch.readout]
     if readout_ops:
         _check_group(arch, arch.readout, readout_ops, flat)
-    plan[arch.readout] = GroupPlan(flat[-1][2].width, tuple(readout_ops), len(flat) - 1, None)
+    width = flat[-1][2].width if arch.readout_keep is None else len(arch.readout_keep)
+    if readout_ops and arch.readout_keep is not None:
+        raise ValueError(f"readout_keep is for a readout on the residual stream, "
+                         f"not {arch.readout!r}")
+    plan[arch.readout] = GroupPlan(width, tuple(readout_ops), len(flat) - 1, None)
     return plan
 
 
@@ -344,6 +350,8 @@ def walk(arch, params, masks, q0: int, y: jax.Array, block_in: jax.Array, *,
 def pooled(arch: ResidualArchitecture, masks, h: jax.Array) -> jax.Array:
     """Readout features ``[n, c]``: the global average of ``h [n, h, w, c]``, masked."""
     feats = jnp.mean(h, axis=(-3, -2))
+    if arch.readout_keep is not None:
+        feats = feats[..., np.asarray(arch.readout_keep)]
     mask = masks.get(arch.readout)
     return feats if mask is None else feats * channel_last(mask, feats.ndim)
 
@@ -441,10 +449,6 @@ def sizes(arch: ResidualArchitecture, kept: dict[str, int]) -> dict[str, tuple[i
 def compact_residual(arch: ResidualArchitecture, params, keep: dict[str, np.ndarray]):
     """:func:`jaxprune.masks.compact` for residual families: each group's ops keep their
     kept output channels, their consumers (and the classifier) the matching inputs."""
-    readout_ops = {op.group for _, _, op in flat_ops(arch)}
-    if arch.readout not in readout_ops and len(keep[arch.readout]) < arch.widths[arch.readout]:
-        raise ValueError(f"{arch.family}: the readout is the residual stream; removing its "
-                         "units cannot be compacted")
     small, prev = {}, None
     for op, _, _ in _kept_io(arch, {g: len(k) for g, k in keep.items()}):
         name = HEAD if op is None else op.name
@@ -460,8 +464,15 @@ def compact_residual(arch: ResidualArchitecture, params, keep: dict[str, np.ndar
             if not _is_shortcut(arch, op):
                 prev = out
         small[name] = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
-    return arch.with_widths({g: len(k) for g, k in keep.items() if g != arch.readout
-                             or arch.readout in readout_ops}), small
+    if arch.readout in {op.group for _, _, op in flat_ops(arch)}:
+        return arch.with_widths({g: len(k) for g, k in keep.items()}), small
+    # the readout is the residual stream: the blocks stay, the pooling keeps fewer channels
+    stream = np.arange(arch.widths[arch.readout]) if arch.readout_keep is None else np.asarray(
+        arch.readout_keep)
+    small_arch = dataclasses.replace(
+        arch.with_widths({g: len(k) for g, k in keep.items() if g != arch.readout}),
+        readout_keep=tuple(int(i) for i in stream[keep[arch.readout]]))
+    return small_arch, small
 
 
 def _is_shortcut(arch: ResidualArchitecture, op: Op) -> bool:
