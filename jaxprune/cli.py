@@ -21,7 +21,12 @@ def _models(args: argparse.Namespace) -> dict[str, Any]:
         out[name] = {"parameters": masks.param_count(arch), "flops": masks.flops(arch),
                      "input_shape": list(arch.input_shape), "readout": arch.readout_layer,
                      "layers": layers}
-        rows.append([name, f"{masks.param_count(arch):,}", "x".join(map(str, arch.input_shape)),
+        count = f"{masks.param_count(arch):,}"
+        if models.is_residual(arch):  # --- backbones: batch norm folded into the convolutions
+            unfolded = masks.param_count(arch) + models.residual.batch_norm_parameters(arch)
+            out[name]["parameters_unfolded"] = unfolded
+            count += f" ({unfolded:,} unfolded)"
+        rows.append([name, count, "x".join(map(str, arch.input_shape)),
                      " ".join(f"{la.name}:{la.kind}[{la.width}]" for la in arch.layers)])
     print(report.table(["network", "parameters", "input", "prunable layers"], rows))
     return out

@@ -13,7 +13,7 @@ from jaxprune import masks, models, weights
 from jaxprune.cli import main
 from jaxprune.data import DataFormatError, load_image_folder
 from jaxprune.models.conv import depthwise_conv2d, same_padding, xla_conv2d
-from jaxprune.models.residual import Block, Op, ResidualArchitecture
+from jaxprune.models.residual import Block, Op, ResidualArchitecture, batch_norm_parameters
 from jaxprune.search.poz import (
     PoZConfig,
     consumer_state,
@@ -263,6 +263,8 @@ def test_models_lists_the_backbones(tmp_path):
     assert main(["models", "--json", str(tmp_path / "m.json")]) == 0
     listing = json.loads((tmp_path / "m.json").read_text())
     assert listing["resnet18"]["parameters"] == masks.param_count(models.architecture("resnet18"))
+    assert listing["resnet18"]["parameters_unfolded"] == 11_689_512  # torchvision's count
+    assert listing["resnet50"]["parameters_unfolded"] == 25_557_032
     assert listing["efficientnet_lite0"]["layers"][-1] == {"name": "conv_head", "kind": "dense",
                                                           "width": 1280}
 
@@ -313,6 +315,9 @@ def test_lite0_parity_and_validity_on_real_images(lite0, shared_data):
 
     arch = models.architecture("efficientnet_lite0")
     params = weights.load_pretrained("efficientnet_lite0")
+    trained = sum(v.size for k, v in lite0.items()
+                  if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert masks.param_count(arch) + batch_norm_parameters(arch) == trained == 4_652_008
     forward = jax.jit(lambda x: models.apply(arch, params, None, x)[0])
     cats = imagenet_categories()
     produce = set(cats["fruit"]) | set(cats["vegetable"])

@@ -446,6 +446,12 @@ def sizes(arch: ResidualArchitecture, kept: dict[str, int]) -> dict[str, tuple[i
     return out
 
 
+def batch_norm_parameters(arch: ResidualArchitecture) -> int:
+    """Parameters as PyTorch counts them before folding: one more per conv output channel
+    (batch norm's scale and shift instead of one folded bias)."""
+    return sum(op.width for op, _, _ in _kept_io(arch, arch.widths) if op is not None)
+
+
 def compact_residual(arch: ResidualArchitecture, params, keep: dict[str, np.ndarray]):
     """:func:`jaxprune.masks.compact` for residual families: each group's ops keep their
     kept output channels, their consumers (and the classifier) the matching inputs."""
