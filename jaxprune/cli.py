@@ -57,7 +57,8 @@ def _fractions(text: str) -> list[float]:
 
 #: The registered networks and data sets (tests check them against the registries; listed here
 #: so that argument checks need not import JAX).
-MODELS = ("alexnet", "lenet5_cifar", "lenet5_mnist", "mlp", "vgg16")
+MODELS = ("alexnet", "efficientnet_lite0", "lenet5_cifar", "lenet5_mnist", "mlp", "resnet18",
+          "resnet50", "vgg16")
 DATASETS = ("cifar10", "digits", "mnist")
 
 COUNT = _number(int, 1)
@@ -81,7 +82,12 @@ def _models(args: argparse.Namespace) -> dict[str, Any]:
                      "input_shape": list(arch.input_shape), "readout": arch.readout_layer,
                      "layers": layers}
         widths = ",".join(str(la.width) for la in arch.layers)
-        rows.append([name, f"{masks.param_count(arch):,}", "x".join(map(str, arch.input_shape)),
+        count = f"{masks.param_count(arch):,}"
+        if models.is_residual(arch):  # batch norm folded into the convolutions
+            unfolded = masks.param_count(arch) + models.residual.batch_norm_parameters(arch)
+            out[name]["parameters_unfolded"] = unfolded
+            count += f" ({unfolded:,} unfolded)"
+        rows.append([name, count, "x".join(map(str, arch.input_shape)),
                      f"{len(arch.layers)} ({arch.layers[0].name}..{arch.readout_layer})",
                      widths if len(widths) <= 48 else widths[:45] + "..."])
     print(report.table(["network", "parameters", "input", "prunable layers", "widths"], rows))
@@ -118,8 +124,15 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _prune(args: argparse.Namespace) -> dict[str, Any]:
-    from jaxprune.pipeline import prune_search
+    from jaxprune.pipeline import prune_pretrained, prune_search
 
+    if args.model is not None or args.checkpoint is None:  # a registered pretrained network
+        return prune_pretrained(
+            args.model, args.pretrained, args.weights, args.images, args.checkpoint,
+            args.method, direction=args.direction, target_rsm=args.target_rsm,
+            figure=args.figure, progress=not args.no_progress, threshold=args.threshold,
+            metric=args.metric, rsm_method=args.rsm_method, rank=args.rank,
+            layers=tuple(args.layers) if args.layers else None)
     if args.method != "poz":
         return _prune_baseline(args)
     return prune_search(
@@ -200,7 +213,9 @@ EXAMPLES = {
            "  jaxprune run --threshold 0.9 --fresh",
     "train": "example:\n  jaxprune train --model lenet5_cifar --data cifar10 --seeds 20 "
              "--epochs 30 --patience 3 --out runs/c10",
-    "prune": "examples:\n  jaxprune prune --checkpoint runs/c10/model --stimuli 5000 "
+    "prune": "examples:\n  jaxprune prune --model efficientnet_lite0 --pretrained --images "
+             "../shared/data/peterson/images/animals --direction both\n"
+             "  jaxprune prune --checkpoint runs/c10/model --stimuli 5000 "
              "--stimuli-split train --resume runs/c10/poz.json --json poz.json\n"
              "  jaxprune prune --checkpoint runs/c10/model --target-rsm human.npy\n"
              "  jaxprune prune --checkpoint runs/c10/model --method cka --fraction 0.4 "
@@ -270,7 +285,16 @@ def _add_train(sub) -> None:
 
 def _add_prune(sub) -> None:
     p = sub("prune", _prune, "prune trained networks (PoZ search, or CKA/L1/random baselines)")
-    p.add_argument("--checkpoint", required=True, help="the OUT/model folder written by train")
+    p.add_argument("--checkpoint", help="the OUT/model folder written by train")
+    p.add_argument("--model", choices=MODELS,
+                   help="instead of --checkpoint: a registered network, with --pretrained or "
+                        "--weights, searched on the images of --images")
+    p.add_argument("--pretrained", action="store_true",
+                   help="the weights its package ships (efficientnet_lite0: jaxprune[imagenet])")
+    p.add_argument("--weights", metavar="FILE", help="a state dict (.pth/.npz) for --model")
+    p.add_argument("--images", metavar="DIR",
+                   help="folder of stimulus images for --model, preprocessed as the network "
+                        "expects")
     p.add_argument("--method", default="poz", choices=["poz", "cka", "l1", "random"],
                    help="pruning method")
     _data_options(p)

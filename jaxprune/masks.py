@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.models import HEAD, Architecture, Params, layer_geometry
+from jaxprune.models import HEAD, Architecture, Params, layer_geometry, residual
 
 Masks = Mapping[str, jax.Array]
 
@@ -78,6 +78,8 @@ def _fan_ins(arch: Architecture, kept: dict[str, int]):
 
 def param_count(arch: Architecture, masks: Masks | None = None) -> int:
     """Parameters still connected: per linear map ``taps * kept_in * kept_out + kept_out``."""
+    if residual.is_residual(arch):
+        return sum(p for p, _ in residual.sizes(arch, kept_counts(arch, masks)).values())
     rows = _fan_ins(arch, kept_counts(arch, masks))
     return sum(taps * k_in * k_out + k_out for _, k_in, k_out, taps, _ in rows)
 
@@ -85,6 +87,8 @@ def param_count(arch: Architecture, masks: Masks | None = None) -> int:
 def layer_flops(arch: Architecture, masks: Masks | None = None) -> dict[str, int]:
     """Per linear map (each layer and ``"head"``), floating-point operations for one input,
     a multiply-add counted as 2: ``2 * positions * taps * kept_in * kept_out``."""
+    if residual.is_residual(arch):
+        return {k: f for k, (_, f) in residual.sizes(arch, kept_counts(arch, masks)).items()}
     rows = _fan_ins(arch, kept_counts(arch, masks))
     return {name: 2 * pos * taps * k_in * k_out for name, k_in, k_out, taps, pos in rows}
 
@@ -130,12 +134,14 @@ def compact(
     empty = [name for name, k in counts.items() if k == 0]
     if empty:
         raise ValueError(f"cannot compact: layers {empty} keep no unit")
-    geometries, head = layer_geometry(arch)
     keep = {
         layer.name: np.flatnonzero(np.asarray(masks[layer.name]) > 0.5)
         if layer.name in masks else np.arange(layer.width)
         for layer in arch.layers
     }
+    if residual.is_residual(arch):
+        return residual.compact_residual(arch, params, keep)
+    geometries, head = layer_geometry(arch)
     small = {}
     prev_idx = None
     for layer, geo in zip([*arch.layers, None], [*geometries, head], strict=True):

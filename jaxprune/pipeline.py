@@ -103,6 +103,38 @@ def stimulus_set(
     return data
 
 
+def pretrained_stimuli(
+    model: str | None, pretrained: bool, weights: str | None, images: str | None,
+    checkpoint_path: str | None = None, method: str = "poz", *, progress: bool = True,
+) -> tuple[Architecture, Params, np.ndarray]:
+    """``prune --model NAME (--pretrained | --weights PATH) --images DIR``: the network, its
+    params stacked as one seed, and the images preprocessed for it ``[n, h, w, 3]``. Every
+    user error is a ``ValueError`` raised before any long work."""
+    from jaxprune import weights as weight_io
+    from jaxprune.data import load_image_folder
+
+    if model is None or checkpoint_path is not None:
+        raise ValueError("give either --checkpoint or --model NAME (with --pretrained or "
+                         "--weights PATH and --images DIR), not both/neither")
+    arch = models.architecture(model)  # an unknown name lists the registered ones
+    if method != "poz":
+        raise ValueError(f"--model runs the PoZ search only, not --method {method}")
+    if images is None:
+        raise ValueError(f"--model {model} needs --images DIR (a folder of stimulus images)")
+    if not Path(images).exists():
+        raise ValueError(f"--images {images}: no such folder")
+    if weights is None and not pretrained:
+        raise ValueError(f"--model {model} needs --pretrained or --weights PATH")
+    try:
+        path = weights or weight_io.pretrained_path(model)
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    models.preprocessing(arch)  # fails early for a family without a stated preprocessing
+    params = weight_io.load_torchvision(arch, path)
+    x = load_image_folder(images, model=arch, progress=progress).float_images()
+    return arch, {k: {n: v[None] for n, v in p.items()} for k, p in params.items()}, x
+
+
 @dataclass(frozen=True)
 class MainConfig:
     """The main job: train a few seeds briefly, prune bottom-up and top-down, report.
@@ -291,3 +323,29 @@ def curve_command(
         print(f"figure: {report.plot_curve(curves, figure)}")
     inputs = _inputs(checkpoint_path, params, data_name, split, len(ds.labels), seed=seed)
     return {"inputs": inputs, **curves.to_dict()}
+
+
+def prune_pretrained(model, pretrained, weights, images, checkpoint_path=None, method="poz",
+                     *, direction: str = "both", target_rsm: str | None = None,
+                     figure: str | None = None, progress: bool = True,
+                     **options: Any) -> dict[str, Any]:
+    """``jaxprune prune --model NAME (--pretrained | --weights PATH) --images DIR``: the PoZ
+    search of a registered pretrained network on a folder of images."""
+    from jaxprune.data import load_target_rsm
+
+    arch, params, x = pretrained_stimuli(model, pretrained, weights, images, checkpoint_path,
+                                         method, progress=progress)
+    target = load_target_rsm(target_rsm) if target_rsm else None
+    config = PoZConfig(**options)
+    check_inputs(arch, x, config, target, None)
+    directions = DIRECTIONS if direction == "both" else (direction,)
+    search = poz_search_directions(arch, params, x, config, directions=directions,
+                                   stacked=True, target_rsm=target, progress=progress,
+                                   provenance={"model": model, "images": str(images)})
+    print(report.search_table(search.results, search.jaccard))
+    if figure:
+        print(f"figure: {report.plot_traces(search.results, figure)}")
+    inputs = {"model": model, "weights": weights or "packaged", "images": str(images),
+              "params_hash": fingerprint(params), "stimuli": int(x.shape[0]),
+              "target_rsm": target_rsm}
+    return {"inputs": inputs, **search.to_dict()}

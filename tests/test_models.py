@@ -110,8 +110,9 @@ def test_vector_network_accepts_images():
 
 
 def test_unknown_network_lists_available():
-    with pytest.raises(ValueError, match="available: alexnet, lenet5_cifar, lenet5_mnist, mlp"):
-        models.get("resnet50")
+    with pytest.raises(ValueError, match="available: alexnet, efficientnet_lite0, lenet5_cifar, "
+                                         "lenet5_mnist, mlp, resnet18, resnet50, vgg16"):
+        models.get("resnet34")
 
 
 def test_unknown_layer_lists_layers():

@@ -142,6 +142,7 @@ def load_image_folder(
     path: str | os.PathLike,
     size: int | None = 224,
     *,
+    model=None,
     subdir: str | None = None,
     classes: Sequence[str] | None = None,
     cache: bool = True,
@@ -157,7 +158,12 @@ def load_image_folder(
     images uint8 [n, size, size, 3], `file_names` relative to the (sub)folder and the
     ImageNet mean/std (so `float_images()` equals `imagenet_normalize(images)`).
     Decoded arrays are cached on disk (see `jaxprune.data.cache`).
+    `model` (a registered network's name or architecture) sets the size and the mean/std of
+    its preprocessing (`jaxprune.models.preprocessing`), so `float_images()` is its input.
     """
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if model is not None:
+        size, mean, std = _model_preprocessing(model)
     path = Path(path).expanduser()
     if not path.exists():
         raise DataNotFoundError(f"image folder {path} does not exist")
@@ -194,9 +200,22 @@ def load_image_folder(
         images=arrays["images"], labels=arrays["labels"],
         class_names=tuple(arrays["class_names"].tolist()),
         name=path.name + (f"/{subdir}" if subdir else ""),
-        mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        mean=mean, std=std,
         file_names=tuple(arrays["file_names"].tolist()), source=str(path),
     )
+
+
+def _model_preprocessing(model) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(size, mean, std) of a registered network's preprocessing."""
+    from jaxprune.models import preprocessing
+
+    prep = preprocessing(model)
+    if prep.mean is None:
+        name = model if isinstance(model, str) else model.family
+        raise ValueError(f"{name} is normalised with the statistics of the data it was trained "
+                         f"on ({prep.note}); load its data set instead, or pass size={prep.size}"
+                         " and normalise with that data set's mean/std")
+    return prep.size, prep.mean, prep.std
 
 
 def imagenet_normalize(images: np.ndarray | jax.Array) -> np.ndarray | jax.Array:

@@ -19,7 +19,8 @@ from jaxprune.models.network import (
     seed_slice,
     transition,
 )
-from jaxprune.models.zoo import REGISTRY, architecture
+from jaxprune.models.residual import Block, Op, ResidualArchitecture, is_residual
+from jaxprune.models.zoo import PREPROCESSING, REGISTRY, Preprocessing, architecture, preprocessing
 
 
 def available() -> list[str]:
@@ -56,6 +57,11 @@ __all__ = [
     "HEAD",
     "REGISTRY",
     "Architecture",
+    "Block",
+    "Op",
+    "PREPROCESSING",
+    "Preprocessing",
+    "ResidualArchitecture",
     "Layer",
     "LayerGeometry",
     "Network",
@@ -68,10 +74,12 @@ __all__ = [
     "get",
     "init_params",
     "init_stack",
+    "is_residual",
     "layer_geometry",
     "linear",
     "nnx_split",
     "pool",
+    "preprocessing",
     "seed_slice",
     "transition",
 ]

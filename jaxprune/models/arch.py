@@ -36,8 +36,30 @@ class Layer:
     dropout: float = 0.0
 
 
+class LayerNames:
+    """Look-ups over ``self.layers`` (items with ``name`` and ``width``) that every family
+    shares: chains' layers, residual families' unit groups."""
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return {layer.name: layer.width for layer in self.layers}
+
+    def index(self, name: str) -> int:
+        """Position of a layer by name; an unknown name lists the layers there are."""
+        try:
+            return self.layer_names.index(name)
+        except ValueError:
+            raise ValueError(
+                f"{self.family} has no layer {name!r}; its layers are {list(self.layer_names)}"
+            ) from None
+
+
 @dataclass(frozen=True)
-class Architecture:
+class Architecture(LayerNames):
     """A network family member: input shape (HWC for images, (d,) for vectors), layers, head."""
 
     family: str
@@ -62,25 +84,8 @@ class Architecture:
             seen_dense |= layer.kind == "dense"
 
     @property
-    def layer_names(self) -> tuple[str, ...]:
-        return tuple(layer.name for layer in self.layers)
-
-    @property
-    def widths(self) -> dict[str, int]:
-        return {layer.name: layer.width for layer in self.layers}
-
-    @property
     def readout_layer(self) -> str:
         return self.readout or self.layers[-1].name
-
-    def index(self, name: str) -> int:
-        """Position of a layer by name; an unknown name lists the layers there are."""
-        try:
-            return self.layer_names.index(name)
-        except ValueError:
-            raise ValueError(
-                f"{self.family} has no layer {name!r}; its layers are {list(self.layer_names)}"
-            ) from None
 
     def with_widths(self, widths: dict[str, int]) -> Architecture:
         """The same family with some layers' widths replaced."""

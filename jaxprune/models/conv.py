@@ -24,12 +24,54 @@ from jax.custom_batching import custom_vmap
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
-def xla_conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+Padding = int | tuple[tuple[int, int], tuple[int, int]]
+
+
+def pad_pairs(padding: Padding) -> list[tuple[int, int]]:
+    """``[(top, bottom), (left, right)]`` zero padding from an int (symmetric) or the pairs."""
+    if isinstance(padding, int):
+        return [(padding, padding)] * 2
+    return [tuple(int(v) for v in pair) for pair in padding]
+
+
+def xla_conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
     """``lax.conv_general_dilated``: ``x [n, h, w, c]`` * ``kernel [kh, kw, c, o]`` ->
-    ``[n, h', w', o]`` with a square stride and symmetric zero padding."""
+    ``[n, h', w', o]`` with a square stride and zero padding (an int: symmetric, or
+    ``((top, bottom), (left, right))``)."""
     return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), [(padding, padding)] * 2, dimension_numbers=_DIMENSIONS
+        x, kernel, (stride, stride), pad_pairs(padding), dimension_numbers=_DIMENSIONS
     )
+
+
+def depthwise_conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding):
+    """Per-channel convolution ``x [n, h, w, c]`` * ``kernel [kh, kw, c]`` -> ``[n, h', w', c]``:
+    ``out[i, j, c] = Σ_{dy, dx} x_pad[s·i + dy, s·j + dx, c] · k[dy, dx, c]``.
+
+    A sum of ``kh·kw`` strided slices times per-channel weights: no grouped convolution (slow
+    in XLA:CPU, see the module docstring), and vmap/grad need no custom rule. Equals
+    ``lax.conv_general_dilated`` with ``feature_group_count = c`` (tested).
+    """
+    kh, kw = kernel.shape[:2]
+    (t, b), (left, r) = pad_pairs(padding)
+    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(t, b), (left, r), (0, 0)])
+    h, w = xp.shape[-3:-1]
+    oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
+    out = None
+    for dy in range(kh):
+        for dx in range(kw):
+            window = xp[..., dy:dy + stride * (oh - 1) + 1:stride,
+                        dx:dx + stride * (ow - 1) + 1:stride, :]
+            tap = window * channel_last(kernel[dy, dx], x.ndim)
+            out = tap if out is None else out + tap
+    return out
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow "same" padding of one axis: out = ceil(size / stride), total
+    ``max((out - 1)·stride + kernel - size, 0)``, the extra pixel (odd total) at the end."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
 
 
 def _stack_over(fn: Callable, axis_size: int, args, batched) -> jax.Array:
@@ -64,7 +106,7 @@ def _with_rule(fn: Callable, fold: bool) -> Callable:
 
 
 @cache
-def _conv2d_cpu(stride: int, padding: int) -> Callable:
+def _conv2d_cpu(stride: int, padding: Padding) -> Callable:
     def forward(x, kernel):
         # XLA:CPU is up to 1.7x faster when the output channels are a multiple of 8 (LeNet-5's
         # conv1 has 6); the padded channels are zero and sliced away.
@@ -100,7 +142,12 @@ def _conv2d_cpu(stride: int, padding: int) -> Callable:
     return conv
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+def channel_last(v: jax.Array, ndim: int) -> jax.Array:
+    """A per-channel vector ``[c]`` shaped to broadcast against ``[..., c]`` of rank ndim."""
+    return v.reshape((1,) * (ndim - 1) + v.shape[-1:])
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: Padding) -> jax.Array:
     """``x [n, h, w, c]`` * ``kernel [kh, kw, c, o]`` -> ``[n, h', w', o]``; equal to
     :func:`xla_conv2d`, with the CPU batching rule described in the module docstring."""
     if jax.default_backend() != "cpu":

@@ -19,8 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxprune.models import residual
 from jaxprune.models.arch import Architecture, layer_geometry
-from jaxprune.models.conv import conv2d
+from jaxprune.models.conv import channel_last, conv2d
+from jaxprune.models.residual import ResidualArchitecture, is_residual
 
 Params = dict[str, dict[str, jax.Array]]
 Masks = Mapping[str, jax.Array]
@@ -28,8 +30,10 @@ Masks = Mapping[str, jax.Array]
 HEAD = "head"
 
 
-def init_params(arch: Architecture, key: jax.Array) -> Params:
+def init_params(arch: Architecture | ResidualArchitecture, key: jax.Array) -> Params:
     """PyTorch-default initialisation: kernel and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    if is_residual(arch):
+        return residual.init_residual(arch, key)
     geometries, head_geometry = layer_geometry(arch)
     shapes = {}
     for layer, geo in zip(arch.layers, geometries, strict=True):
@@ -68,11 +72,6 @@ def _linear(kind: str, p: Mapping[str, jax.Array], h: jax.Array, stride: int, pa
     else:
         z = h @ p["kernel"]
     return z + channel_last(p["bias"], z.ndim)
-
-
-def channel_last(v: jax.Array, ndim: int) -> jax.Array:
-    """A per-channel vector ``[c]`` shaped to broadcast against ``[..., c]`` of rank ndim."""
-    return v.reshape((1,) * (ndim - 1) + v.shape[-1:])
 
 
 def linear(arch: Architecture, params: Params, index: int, h: jax.Array) -> jax.Array:
@@ -198,9 +197,97 @@ def apply(
     """
     if weight_masks is not None:
         params = jax.tree.map(lambda p, m: p * m, params, weight_masks)
+    if is_residual(arch):  # batch norm is folded: training and inference are the same map
+        return residual.apply_residual(arch, params, masks, x)
     k0 = None if key is None else jax.random.fold_in(key, 0)
     z = linear(arch, params, 0, transition(arch, 0, x, train=train, key=k0))
     return forward_from(arch, params, masks, 0, z, train=train, key=key)
+
+
+# ----------------------------------------------------------------------------- search maths
+# What the PoZ engine (jaxprune.search.poz) needs: per prunable layer / unit group ``j`` a
+# "pre-activation" ``z_j`` with ``relu(z_j)`` = its activation before its own mask, and the
+# pre-activation of its consumer (the next linear map), linear in its mask.
+
+
+def preactivations(arch, params: Params, masks, x: jax.Array, start: int = 0,
+                   z=None) -> list[jax.Array]:
+    """Pre-activations ``z_j`` of layers ``start..readout`` under ``masks`` (from the input, or
+    from ``z`` = the pre-activation of layer ``start``; residual families: always from the
+    input, see :func:`jaxprune.models.residual.preactivations`)."""
+    if is_residual(arch):
+        return residual.preactivations(arch, params, masks, x, start)
+    readout = arch.index(arch.readout_layer)
+    if z is None:
+        z = linear(arch, params, 0, transition(arch, 0, x))
+        start = 0
+    out = [z]
+    for j in range(start + 1, readout + 1):
+        a = jax.nn.relu(out[-1]) * channel_last(masks[arch.layers[j - 1].name], out[-1].ndim)
+        out.append(linear(arch, params, j, transition(arch, j, a)))
+    return out
+
+
+def readout_from(arch: Architecture, params: Params, masks, index: int,
+                 z: jax.Array) -> jax.Array:
+    """Readout features ``[n, d]`` from the pre-activation of layer ``index`` (chains)."""
+    readout = arch.index(arch.readout_layer)
+    a = z
+    for j in range(index, readout + 1):
+        if j > index:
+            z = linear(arch, params, j, transition(arch, j, a))
+        a = jax.nn.relu(z) * channel_last(masks[arch.layers[j].name], z.ndim)
+    return a.reshape(a.shape[0], -1)
+
+
+def readout_after(arch, params: Params, masks, index: int, z: jax.Array,
+                  context=None) -> jax.Array:
+    """Readout features from the pre-activation ``z`` of the consumer of layer ``index``
+    (chains: layer ``index + 1``; residual families: ``context`` is the input of the
+    consumer's block, from :func:`consumer_state`)."""
+    if is_residual(arch):
+        return residual.readout_after(arch, params, masks, index, z, context)
+    return readout_from(arch, params, masks, index + 1, z)
+
+
+def consumer_state(arch: ResidualArchitecture, params: Params, masks, x: jax.Array,
+                   index: int):
+    """Residual families: ``(consumer pre-activation, its block's input)`` of group
+    ``index`` under ``masks``."""
+    return residual.consumer_state(arch, params, masks, x, index)
+
+
+def unit_contribution(
+    arch, params: Params, index: int, a: jax.Array, unit: jax.Array
+) -> jax.Array:
+    """``C_u``: the part of layer ``index + 1``'s pre-activation (bias excluded) due to unit
+    ``u`` of layer ``index`` alone, from its activation ``a``; shape of that pre-activation
+    (residual families: of group ``index``'s consumer)."""
+    if is_residual(arch):
+        return residual.unit_contribution(arch, params, index, a, unit)
+    nxt = index + 1
+    t = pool(arch, nxt, a)
+    channel = jnp.take(t, unit, axis=-1)[..., None]  # [n, (h, w,) 1]
+    kernel = params[arch.layers[nxt].name]["kernel"] if nxt < len(arch.layers) else None
+    if arch.layers[nxt].kind == "conv":
+        k = jax.lax.dynamic_slice_in_dim(kernel, unit, 1, axis=2)
+        layer = arch.layers[nxt]
+        return conv2d(channel, k, layer.stride, layer.padding)
+    n_in = kernel.shape[0]
+    width = t.shape[-1]
+    rows = kernel.reshape(n_in // width, width, -1)  # [spatial, channels, out]: HWC flattening
+    w_u = jnp.take(rows, unit, axis=1)  # [spatial, out]
+    return channel.reshape(channel.shape[0], -1) @ w_u
+
+
+def running_sum(c: jax.Array) -> jax.Array:
+    """``cumsum(c, axis=0)`` as a sequential scan: XLA:CPU lowers ``jnp.cumsum`` to a
+    quadratic reduce-window, 5x slower here for a chunk of 32 contributions."""
+    def step(total, term):
+        total = total + term
+        return total, total
+
+    return jax.lax.scan(step, jnp.zeros_like(c[0]), c)[1]
 
 
 class Network(nnx.Module):

@@ -36,10 +36,18 @@ from tqdm.auto import tqdm
 
 from jaxprune import geometry
 from jaxprune.masks import compression_rate, full_masks, jaccard, layer_flops
-from jaxprune.models import Architecture, Params, apply, linear, pool, seed_slice, transition
+from jaxprune.models import Architecture, Params, apply, seed_slice
 from jaxprune.models.arch import layer_geometry
-from jaxprune.models.conv import conv2d
-from jaxprune.models.network import channel_last
+from jaxprune.models.network import (  # noqa: F401  (preactivations etc. were defined here)
+    channel_last,
+    consumer_state,
+    preactivations,
+    readout_after,
+    readout_from,
+    running_sum,
+    unit_contribution,
+)
+from jaxprune.models.residual import candidate_flops_residual, is_residual
 from jaxprune.provenance import check_identity, fingerprint, identity
 from jaxprune.search.fit import Fit, check_labels, class_average, make_fit
 from jaxprune.search.result import LayerTrace, PruneResult, write_json
@@ -146,69 +154,12 @@ def check_inputs(
 # ----------------------------------------------------------------------------- pure pieces
 
 
-def preactivations(
-    arch: Architecture, params: Params, masks, x: jax.Array, start: int = 0, z=None
-) -> list[jax.Array]:
-    """Pre-activations ``z_j`` of layers ``start..readout`` under ``masks`` (from the input, or
-    from ``z`` = the pre-activation of layer ``start``)."""
-    readout = arch.index(arch.readout_layer)
-    if z is None:
-        z = linear(arch, params, 0, transition(arch, 0, x))
-        start = 0
-    out = [z]
-    for j in range(start + 1, readout + 1):
-        a = jax.nn.relu(out[-1]) * channel_last(masks[arch.layers[j - 1].name], out[-1].ndim)
-        out.append(linear(arch, params, j, transition(arch, j, a)))
-    return out
-
-
-def readout_from(
-    arch: Architecture, params: Params, masks, index: int, z: jax.Array
-) -> jax.Array:
-    """Readout features ``[n, d]`` from the pre-activation of layer ``index``."""
-    readout = arch.index(arch.readout_layer)
-    a = z
-    for j in range(index, readout + 1):
-        if j > index:
-            z = linear(arch, params, j, transition(arch, j, a))
-        a = jax.nn.relu(z) * channel_last(masks[arch.layers[j].name], z.ndim)
-    return a.reshape(a.shape[0], -1)
-
-
-def unit_contribution(
-    arch: Architecture, params: Params, index: int, a: jax.Array, unit: jax.Array
-) -> jax.Array:
-    """``C_u``: the part of layer ``index + 1``'s pre-activation (bias excluded) due to unit
-    ``u`` of layer ``index`` alone, from its activation ``a``; shape of that pre-activation."""
-    nxt = index + 1
-    t = pool(arch, nxt, a)
-    channel = jnp.take(t, unit, axis=-1)[..., None]  # [n, (h, w,) 1]
-    kernel = params[arch.layers[nxt].name]["kernel"] if nxt < len(arch.layers) else None
-    if arch.layers[nxt].kind == "conv":
-        k = jax.lax.dynamic_slice_in_dim(kernel, unit, 1, axis=2)
-        layer = arch.layers[nxt]
-        return conv2d(channel, k, layer.stride, layer.padding)
-    n_in = kernel.shape[0]
-    width = t.shape[-1]
-    rows = kernel.reshape(n_in // width, width, -1)  # [spatial, channels, out]: HWC flattening
-    w_u = jnp.take(rows, unit, axis=1)  # [spatial, out]
-    return channel.reshape(channel.shape[0], -1) @ w_u
-
-
-def running_sum(c: jax.Array) -> jax.Array:
-    """``cumsum(c, axis=0)`` as a sequential scan: XLA:CPU lowers ``jnp.cumsum`` to a
-    quadratic reduce-window, 5x slower here for a chunk of 32 contributions."""
-    def step(total, term):
-        total = total + term
-        return total, total
-
-    return jax.lax.scan(step, jnp.zeros_like(c[0]), c)[1]
-
-
 def candidate_flops(arch: Architecture, index: int, n: int) -> float:
     """Estimated operations to evaluate one candidate removal in layer ``index`` on ``n``
     stimuli: the removed unit's share of the next layer, the layers above it up to the readout
     and the Gram-path fit (``4·d²`` per stimulus for ``d`` readout features)."""
+    if is_residual(arch):  # backbones: the same estimate over the residual family's ops
+        return candidate_flops_residual(arch, index, n)
     per_layer = layer_flops(arch)
     readout = arch.index(arch.readout_layer)
     geometries, _ = layer_geometry(arch)
@@ -246,9 +197,11 @@ def poz_order(acts: jax.Array, eps: float = 0.0) -> tuple[np.ndarray, np.ndarray
 # ----------------------------------------------------------------------------- the engine
 
 
-def _layer_chunk_one(arch, index, chunk, params, masks, fit, a, z_prev, order, k0):
+def _layer_chunk_one(arch, index, chunk, params, masks, fit, a, z_prev, ctx, order, k0):
     """Fits of the candidates ``k0+1 .. k0+chunk`` of layer ``index`` (units ``order[:k]``
-    removed) and the next pre-activation with all of the chunk removed. One seed."""
+    removed) and the next pre-activation with all of the chunk removed. One seed. ``ctx``:
+    what the continuation needs besides ``z_prev`` (residual families: the consumer's block
+    input; chains: None)."""
     units = jax.lax.dynamic_slice_in_dim(order, k0, chunk)
     readout = arch.index(arch.readout_layer)
     if index == readout:
@@ -260,7 +213,7 @@ def _layer_chunk_one(arch, index, chunk, params, masks, fit, a, z_prev, order, k
     contrib = jax.vmap(lambda u: unit_contribution(arch, params, index, a, u))(units)
     zs = z_prev[None] - running_sum(contrib)
     kept = masks[arch.readout_layer]
-    fits = jax.vmap(lambda z: fit(readout_from(arch, params, masks, index + 1, z), kept))(zs)
+    fits = jax.vmap(lambda z: fit(readout_after(arch, params, masks, index, z, ctx), kept))(zs)
     return fits, zs[-1]
 
 
@@ -275,6 +228,12 @@ def _preacts_seeds(arch, start, params, masks, x, z):
     """Pre-activations from layer ``start`` for stacked seeds (``z`` None: from the input)."""
     fn = lambda p, m, zz: preactivations(arch, p, m, x, start, zz)  # noqa: E731
     return jax.vmap(fn)(params, masks, z)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _consumer_seeds(arch, index, params, masks, x):
+    """Residual families: :func:`consumer_state` of group ``index`` for stacked seeds."""
+    return jax.vmap(lambda p, m: consumer_state(arch, p, m, x, index))(params, masks)
 
 
 @partial(jax.jit, static_argnums=(0,))
@@ -374,7 +333,9 @@ def _search_batch(arch, params, x, config, target_rsm, average, layers, sequenti
             f"pruning (fit {st.baseline[low[0]]:.3f} < {st.threshold[low[0]]:.3f}; 0 means a "
             "constant readout RSM): nothing can be removed from them", UserWarning, stacklevel=3)
     traces: list[list[LayerTrace]] = [[] for _ in range(st.seeds)]
-    for name in tqdm(layers, desc=f"PoZ {config.direction}", disable=not progress, leave=False):
+    bar = tqdm(layers, desc=f"PoZ {config.direction}", disable=not progress, leave=False)
+    for name in bar:
+        bar.set_postfix_str(name)  # progress per layer: which one is being searched
         index = arch.index(name)
         width = arch.layers[index].width
         z = st.layer_input(index)
@@ -435,12 +396,14 @@ def _layer_vectorised(st: _State, index: int, a, z, orders):
     order = jnp.asarray(np.stack(
         [np.concatenate([o, np.repeat(o[-1:], pad)]) for o, _ in orders]).astype(np.int32))
     readout = arch.index(arch.readout_layer)
-    z_prev = st.layer_input(index + 1) if index < readout else z
+    z_prev, ctx = (st.layer_input(index + 1) if index < readout else z), None
+    if is_residual(arch) and index < readout:  # backbones: the consumer and its block input
+        z_prev, ctx = _consumer_seeds(arch, index, st.params, st.masks, st.x)
     done = np.zeros(st.seeds, bool)
     k0 = np.zeros(st.seeds, np.int32)
     while not done.all():
         fits, z_last = _layer_chunk_seeds(arch, index, chunk, st.params, st.masks, st.fit,
-                                          a, z_prev, order, jnp.asarray(k0))
+                                          a, z_prev, ctx, order, jnp.asarray(k0))
         fits = np.asarray(fits)
         for s in np.flatnonzero(~done):
             valid = fits[s][: max(0, min(chunk, n_cand - k0[s]))]
