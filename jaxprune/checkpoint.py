@@ -89,7 +89,10 @@ def _tuple(value):
 
 
 def arch_from_dict(data: Mapping[str, Any]) -> Architecture:
-    """The :class:`Architecture` that :func:`arch_to_dict` described (exact round trip)."""
+    """The :class:`Architecture` (or residual architecture) that :func:`arch_to_dict`
+    described (exact round trip)."""
+    if "blocks" in data:
+        return _residual_from_dict(data)
     layers = tuple(
         Layer(**{**layer, "pool": _tuple(layer.get("pool")),
                  "adaptive_pool": _tuple(layer.get("adaptive_pool"))})
@@ -98,6 +101,20 @@ def arch_from_dict(data: Mapping[str, Any]) -> Architecture:
     fields = {k: v for k, v in data.items() if k != "layers"}
     fields["input_shape"] = tuple(fields["input_shape"])
     return Architecture(**fields, layers=layers)
+
+
+def _residual_from_dict(data: Mapping[str, Any]):
+    from jaxprune.models.residual import Block, Op, ResidualArchitecture
+
+    def op(d):
+        return None if d is None else Op(**{**d, "pool": _tuple(d.get("pool"))})
+
+    blocks = tuple(Block(**{**b, "ops": tuple(op(o) for o in b["ops"]),
+                            "shortcut": op(b.get("shortcut"))}) for b in data["blocks"])
+    fields = {k: v for k, v in data.items() if k != "blocks"}
+    fields["input_shape"] = tuple(fields["input_shape"])
+    fields["readout_keep"] = _tuple(fields.get("readout_keep"))
+    return ResidualArchitecture(**fields, blocks=blocks)
 
 
 # ---------------------------------------------------------------- trees

@@ -86,11 +86,12 @@ def _models(args: argparse.Namespace) -> dict[str, Any]:
         if models.is_residual(arch):  # batch norm folded into the convolutions
             unfolded = masks.param_count(arch) + models.residual.batch_norm_parameters(arch)
             out[name]["parameters_unfolded"] = unfolded
-            count += f" ({unfolded:,} unfolded)"
+            count += f" / {unfolded:,}"
         rows.append([name, count, "x".join(map(str, arch.input_shape)),
                      f"{len(arch.layers)} ({arch.layers[0].name}..{arch.readout_layer})",
-                     widths if len(widths) <= 48 else widths[:45] + "..."])
+                     widths if len(widths) <= 24 else widths[:21] + "..."])
     print(report.table(["network", "parameters", "input", "prunable layers", "widths"], rows))
+    print("residual families: parameters with batch norm folded / as in the state dict")
     return out
 
 

@@ -79,13 +79,12 @@ def test_resume_file_of_another_checkpoint_or_protocol_is_refused(ckpts, tmp_pat
 
 def test_rerun_of_the_main_job_with_another_threshold_refuses_then_meets_it(tmp_path):
     out = tmp_path / "main"
-    code, _, err = cli("run", "--quick", "--out", out, "--no-progress", cwd=tmp_path)
+    small = ["--quick", "--seeds", "1", "--epochs", "2", "--out", out, "--no-progress"]
+    code, _, err = cli("run", *small, cwd=tmp_path)
     assert code == 0, err
-    code, _, err = cli("run", "--quick", "--out", out, "--threshold", "0.9", "--no-progress",
-                       cwd=tmp_path)
+    code, _, err = cli("run", *small, "--threshold", "0.9", cwd=tmp_path)
     refused(code, err, "search.json was written by another run", "threshold", "--fresh")
-    code, stdout, err = cli("run", "--quick", "--out", out, "--threshold", "0.9", "--fresh",
-                            "--no-progress", cwd=tmp_path)
+    code, stdout, err = cli("run", *small, "--threshold", "0.9", "--fresh", cwd=tmp_path)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     runs = [r for rs in summary["search"]["results"].values() for r in rs]
