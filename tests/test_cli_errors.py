@@ -56,8 +56,7 @@ def prune_args(root, ckpt="a", *extra):
 
 def test_resume_file_of_another_checkpoint_or_protocol_is_refused(ckpts, tmp_path):
     resume = tmp_path / "r.json"
-    code, out, err = cli(*prune_args(ckpts, "b", "--resume", resume), cwd=tmp_path)
-    assert code == 0, err
+    assert main([str(a) for a in prune_args(ckpts, "b", "--resume", resume)]) == 0
     before = resume.read_text()
     code, _, err = cli(*prune_args(ckpts, "a", "--resume", resume, "--json", tmp_path / "o.json"),
                        cwd=tmp_path)
@@ -67,9 +66,8 @@ def test_resume_file_of_another_checkpoint_or_protocol_is_refused(ckpts, tmp_pat
     refused(code, err, "threshold (default/none in the file, 0.95 now)",
             "stimuli (359 in the file, 100")
     assert resume.read_text() == before and not (tmp_path / "o.json").exists()
-    code, _, err = cli(*prune_args(ckpts, "a", "--resume", resume, "--fresh", "--json",
-                                   tmp_path / "o.json"), cwd=tmp_path)
-    assert code == 0, err
+    assert main([str(a) for a in prune_args(ckpts, "a", "--resume", resume, "--fresh",
+                                            "--json", tmp_path / "o.json")]) == 0
     saved = json.loads(resume.read_text())
     assert saved["identity"]["params"] != json.loads(before)["identity"]["params"]
     result = json.loads((tmp_path / "o.json").read_text())
@@ -77,15 +75,15 @@ def test_resume_file_of_another_checkpoint_or_protocol_is_refused(ckpts, tmp_pat
     assert result["command"]["options"]["resume"] == str(resume)
 
 
-def test_rerun_of_the_main_job_with_another_threshold_refuses_then_meets_it(tmp_path):
+def test_rerun_of_the_main_job_with_another_threshold_refuses_then_meets_it(tmp_path, capsys):
     out = tmp_path / "main"
-    small = ["--quick", "--seeds", "1", "--epochs", "2", "--out", out, "--no-progress"]
-    code, _, err = cli("run", *small, cwd=tmp_path)
-    assert code == 0, err
+    small = ["--quick", "--seeds", "1", "--epochs", "2", "--out", str(out), "--no-progress"]
+    assert main(["run", *small]) == 0
     code, _, err = cli("run", *small, "--threshold", "0.9", cwd=tmp_path)
     refused(code, err, "search.json was written by another run", "threshold", "--fresh")
-    code, stdout, err = cli("run", *small, "--threshold", "0.9", "--fresh", cwd=tmp_path)
-    assert code == 0, err
+    capsys.readouterr()
+    assert main(["run", *small, "--threshold", "0.9", "--fresh"]) == 0
+    stdout = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     runs = [r for rs in summary["search"]["results"].values() for r in rs]
     assert all(r["final_score"] >= 0.9 and r["threshold"] == 0.9 for r in runs)

@@ -78,10 +78,11 @@ def test_masked_gram_path_equals_the_direct_path_on_kept_columns(keep):
     np.testing.assert_allclose(both[0], direct, atol=1e-5)
 
 
-def _fits(arch, params, x, fit, unit_masks):
+def _readouts(arch, params, x, unit_masks):
+    """(masked readout features, readout mask, the compacted network's readout features)."""
     _, acts = models.apply(arch, params, {k: jnp.asarray(v) for k, v in unit_masks.items()}, x)
-    masked = float(fit(acts[arch.readout_layer], jnp.asarray(unit_masks[arch.readout_layer])))
-    return masked, float(fit(compact_readout(arch, params, unit_masks, x)))
+    mask = jnp.asarray(unit_masks[arch.readout_layer])
+    return acts[arch.readout_layer], mask, compact_readout(arch, params, unit_masks, x)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_NETWORKS))
@@ -105,9 +106,10 @@ def test_fit_of_masked_network_equals_fit_of_compacted(name):
     rng = np.random.default_rng(len(name))
     with _quiet():
         for readout_keep in (1, 2, None, None):
-            unit_masks = random_masks(arch, rng, readout_keep)
+            masked_feats, mask, compact_feats = _readouts(arch, params, x,
+                                                          random_masks(arch, rng, readout_keep))
             for what, fit in fits.items():
-                masked, compacted = _fits(arch, params, x, fit, unit_masks)
+                masked, compacted = float(fit(masked_feats, mask)), float(fit(compact_feats))
                 # A Spearman fit ranks the RSM entries: where a degenerate random network
                 # packs them closer than float32 rounding (~3e-7 here), their order is noise.
                 tol = 1e-3 if what in ("spearman fit", "spearman both") else 1e-5
