@@ -72,7 +72,8 @@ def plot_traces(results: dict[str, list[PruneResult]], path: str | Path) -> Path
                 width = max(1, r.widths.get(t.layer, len(t.order)))
                 xs += [i + (k + 1) / width for k in range(len(t.scores))] + [np.nan]
                 ys += list(t.scores) + [np.nan]
-            ax.plot(xs, ys, lw=1, alpha=0.8, label=f"seed {r.seed}" if s < 8 else None)
+            ax.plot(xs, ys, lw=1, marker=".", ms=3, alpha=0.8,
+                    label=f"seed {r.seed}" if s < 8 else None)
         _label_layers(ax, [t.layer for t in rs[0].trace])
         ax.axhline(rs[0].threshold, color="k", ls="--", lw=1, label="threshold")
         ax.set(xlabel="layer visited (within a layer: fraction of its units removed)",
