@@ -257,15 +257,24 @@ def prune_search(
         arch, params, x, config, directions=directions, stacked=True, target_rsm=target,
         labels=ds.labels, resume_path=resume, seed_batch=seed_batch, progress=progress,
         provenance={"data": data_name, "split": split})
+    _print_search(search, figure)
+    inputs = _inputs(checkpoint_path, params, data_name, split, x.shape[0],
+                     target_rsm=target_rsm, target_rsm_hash=_target_hash(target_rsm))
+    return {"inputs": inputs, **search.to_dict()}
+
+
+def _target_hash(target_rsm: str | None) -> str | None:
+    """The content hash of a ``--target-rsm`` file (None without one)."""
+    from jaxprune.data.similarity import matrix_file
+
+    return None if not target_rsm else file_hash(matrix_file(target_rsm)[0])
+
+
+def _print_search(search, figure: str | None) -> None:
+    """The search's table, and its trace figure when asked for."""
     print(report.search_table(search.results, search.jaccard))
     if figure:
         print(f"figure: {report.plot_traces(search.results, figure)}")
-    inputs = _inputs(checkpoint_path, params, data_name, split, x.shape[0],
-                     target_rsm=target_rsm,
-                     target_rsm_hash=file_hash(target_rsm.split(".npz:")[0] + ".npz"
-                                               if ".npz:" in target_rsm else target_rsm)
-                     if target_rsm else None)
-    return {"inputs": inputs, **search.to_dict()}
 
 
 def prune_baseline(
@@ -342,10 +351,8 @@ def prune_pretrained(model, pretrained, weights, images, checkpoint_path=None, m
     search = poz_search_directions(arch, params, x, config, directions=directions,
                                    stacked=True, target_rsm=target, progress=progress,
                                    provenance={"model": model, "images": str(images)})
-    print(report.search_table(search.results, search.jaccard))
-    if figure:
-        print(f"figure: {report.plot_traces(search.results, figure)}")
+    _print_search(search, figure)
     inputs = {"model": model, "weights": weights or "packaged", "images": str(images),
               "params_hash": fingerprint(params), "stimuli": int(x.shape[0]),
-              "target_rsm": target_rsm}
+              "target_rsm": target_rsm, "target_rsm_hash": _target_hash(target_rsm)}
     return {"inputs": inputs, **search.to_dict()}

@@ -202,11 +202,17 @@ def load_target_rsm(spec: str | os.PathLike) -> np.ndarray:
     return m
 
 
-def _read_matrix(spec: str) -> np.ndarray:
-    path, key = spec, None
+def matrix_file(spec: str | os.PathLike) -> tuple[Path, str | None]:
+    """``(file, npz key or None)`` of a :func:`load_target_rsm` spec (``PATH.npz:KEY``)."""
+    spec = str(spec)
     if ".npz:" in spec:
         path, key = spec.rsplit(":", 1)
-    p = Path(path)
+        return Path(path), key
+    return Path(spec), None
+
+
+def _read_matrix(spec: str) -> np.ndarray:
+    p, key = matrix_file(spec)
     if not p.is_file():
         raise FileNotFoundError(f"target RSM {p} does not exist")
     suffix = p.suffix.lower()
