@@ -1,14 +1,18 @@
-"""Checkpoints: parameters, unit masks, extra state arrays and JSON metadata in one folder.
+"""Checkpoints: parameters, unit masks, extra state arrays and JSON metadata, as the steps
+of an orbax ``CheckpointManager`` folder.
 
 Layout of a checkpoint folder ``path/``::
 
-    path/arrays/         orbax (StandardCheckpointHandler): {"params", "masks"?, "state"?}
-    path/metadata.json   library version, architecture, shapes/dtypes of every array, and
-                         the caller's metadata (seeds, data set, network config, training config)
+    path/<step>/arrays/     orbax StandardSave: {"params", "masks"?, "state"?}
+    path/<step>/metadata/   orbax JsonSave: library version, architecture, shapes/dtypes of
+                            every array, and the caller's metadata (seeds, data set, configs)
 
-``metadata.json`` is written last, so a folder without it is an incomplete checkpoint. A save
-writes a temporary sibling folder and renames it into place; the previous checkpoint at
-``path`` is replaced only once the new one is complete, so a failed save leaves it intact.
+A save is a new step, committed atomically by orbax (an interrupted save leaves only an
+uncommitted temporary that orbax ignores); older steps beyond ``keep`` are deleted after the
+commit, so a failed save leaves the previous checkpoint intact. A read takes the newest step
+and falls back to an older one, with a warning, when the newest is damaged. Training runs
+save one step per epoch (``step`` = epochs completed). Folders of format 1 (``metadata.json``
+and ``arrays/`` at the top) are still read.
 """
 
 from __future__ import annotations
@@ -17,10 +21,8 @@ import contextlib
 import dataclasses
 import datetime
 import json
-import shutil
 import signal
 import threading
-import uuid
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,9 +37,10 @@ import jaxprune
 from jaxprune.models.arch import Architecture, Layer
 
 FORMAT = "jaxprune-checkpoint"
-FORMAT_VERSION = 1
-METADATA_FILE = "metadata.json"
-ARRAYS_DIR = "arrays"
+FORMAT_VERSION = 2
+ARRAYS = "arrays"
+METADATA = "metadata"
+LEGACY_METADATA_FILE = "metadata.json"  # format 1
 RESERVED_KEYS = ("format", "format_version", "jaxprune_version", "created", "architecture",
                  "arrays")
 
@@ -177,22 +180,62 @@ def _compare(name: str, saved: Mapping[str, Any], expected: Mapping[str, Any]) -
 # ---------------------------------------------------------------- save
 
 
-def _checkpointer() -> ocp.Checkpointer:
-    return ocp.Checkpointer(ocp.StandardCheckpointHandler())
+def _manager(path: Path, keep: int | None = None) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=False,
+                                           enable_async_checkpointing=False,
+                                           cleanup_tmp_directories=keep is not None)
+    return ocp.CheckpointManager(path, options=options)
 
 
-def _write_arrays(directory: Path, tree: dict[str, PyTree]) -> None:
-    with _checkpointer() as ckptr:
-        ckptr.save(directory, args=ocp.args.StandardSave(tree))
+def steps(path: str | Path) -> list[int]:
+    """The committed steps of the checkpoint folder ``path``, newest first ([] if none)."""
+    path = Path(path).absolute()
+    if not path.is_dir():
+        return []
+    with _manager(path) as manager:
+        return sorted(manager.all_steps(), reverse=True)
 
 
-def _write_metadata(directory: Path, text: str) -> None:
-    (directory / METADATA_FILE).write_text(text)
+def _is_legacy(path: Path) -> bool:
+    return (path / LEGACY_METADATA_FILE).is_file()
 
 
 def is_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` holds a complete checkpoint (its metadata file exists)."""
-    return (Path(path) / METADATA_FILE).is_file()
+    """Whether ``path`` holds at least one committed checkpoint step (or a format-1 folder)."""
+    path = Path(path)
+    return _is_legacy(path) or bool(steps(path))
+
+
+def _check_replaceable(path: Path) -> None:
+    """A folder at ``path`` that holds anything but checkpoint steps is never written into."""
+    if not path.exists():
+        return
+    if not path.is_dir() or _is_legacy(path):
+        raise CheckpointError(f"{path} exists and is not a checkpoint folder of this jaxprune "
+                              "(or is of format 1); not replacing it: choose another path")
+    foreign = [p.name for p in path.iterdir() if not p.name.split(".")[0].isdigit()]
+    if foreign:
+        raise CheckpointError(f"{path} exists and is not a jaxprune checkpoint (it holds "
+                              f"{sorted(foreign)[:3]}); not replacing it")
+
+
+def _header(tree: dict[str, PyTree], arch: Architecture | None,
+            metadata: Mapping[str, Any]) -> dict[str, Any]:
+    clash = [k for k in metadata if k in RESERVED_KEYS]
+    if clash:
+        raise ValueError(f"metadata keys {clash} are reserved by the checkpoint format")
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "jaxprune_version": jaxprune.__version__,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "architecture": None if arch is None else arch_to_dict(arch),
+        "arrays": {name: describe(sub) for name, sub in tree.items()},
+    }
+    try:  # fail before touching the disk if the metadata is not JSON-able
+        return json.loads(json.dumps({**header, **metadata}, allow_nan=True))
+    except TypeError as err:
+        raise ValueError(f"checkpoint metadata is not JSON-serialisable: {err}") from err
 
 
 def save(
@@ -203,58 +246,35 @@ def save(
     *,
     arch: Architecture | None = None,
     state: PyTree | None = None,
+    step: int | None = None,
+    keep: int = 1,
 ) -> Path:
     """Save ``params`` (any pytree of arrays, e.g. stacked ``[S, ...]``), ``masks`` and extra
-    ``state`` arrays with JSON ``metadata`` to the folder ``path``; returns ``path``.
+    ``state`` arrays with JSON ``metadata`` as a new step of the folder ``path``; returns
+    ``path``.
 
-    ``metadata`` is the caller's JSON-able dict (seeds, data set, network config, training
-    config...); the library version, ``arch`` (as :func:`arch_to_dict`) and the shape/dtype of
-    every array are added. An existing checkpoint at ``path`` is replaced only after the new
-    one is fully written; a folder at ``path`` that is not a checkpoint is never replaced.
+    ``metadata`` is the caller's JSON-able dict; the library version, ``arch`` (as
+    :func:`arch_to_dict`) and the shape/dtype of every array are added. ``step``: the step
+    number (default: one past the newest); ``keep``: how many newest steps stay. The steps
+    replaced go only after the new one is committed; a folder that is not a checkpoint is
+    never written into.
     """
     path = Path(path).absolute()
-    metadata = dict(metadata or {})
-    clash = [k for k in metadata if k in RESERVED_KEYS]
-    if clash:
-        raise ValueError(f"metadata keys {clash} are reserved by the checkpoint format")
-    if path.exists() and not is_checkpoint(path) and any(path.iterdir()):
-        raise CheckpointError(f"{path} exists and is not a jaxprune checkpoint; not replacing it")
     tree: dict[str, PyTree] = {"params": params}
     if masks is not None:
         tree["masks"] = masks
     if state is not None:
         tree["state"] = state
-    header = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "jaxprune_version": jaxprune.__version__,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "architecture": None if arch is None else arch_to_dict(arch),
-        "arrays": {name: describe(sub) for name, sub in tree.items()},
-    }
-    try:  # fail before touching the disk if the metadata is not JSON-able
-        text = json.dumps({**header, **metadata}, indent=1, allow_nan=True)
-    except TypeError as err:
-        raise ValueError(f"checkpoint metadata is not JSON-serialisable: {err}") from err
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = path.parent / f".{path.name}.tmp-{tag}"
-    old = path.parent / f".{path.name}.old-{tag}"
-    with interrupts_deferred():
-        try:
-            tmp.mkdir()
-            _write_arrays(tmp / ARRAYS_DIR, jax.device_get(tree))
-            _write_metadata(tmp, text)
-            if path.exists():
-                path.rename(old)
-            tmp.rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if old.exists() and not path.exists():
-                old.rename(path)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+    header = _header(tree, arch, dict(metadata or {}))
+    _check_replaceable(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with interrupts_deferred(), _manager(path, keep) as manager:
+        latest = manager.latest_step()
+        step = (0 if latest is None else latest + 1) if step is None else int(step)
+        args = ocp.args.Composite(**{ARRAYS: ocp.args.StandardSave(jax.device_get(tree)),
+                                     METADATA: ocp.args.JsonSave(header)})
+        manager.save(step, args=args, force=True)
+        manager.wait_until_finished()
     return path
 
 
@@ -276,56 +296,55 @@ def interrupts_deferred():
         raise KeyboardInterrupt
 
 
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the ``.NAME.tmp-*`` folders that a killed :func:`save` left in ``folder`` (a
-    kill between the two renames leaves ``.NAME.old-*``, which :func:`restore` still finds
-    while ``NAME`` is missing, so those stay); returns what was removed."""
-    folder = Path(folder)
-    stale = [p for p in folder.glob(".*.tmp-*") if p.is_dir()] if folder.is_dir() else []
-    for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
-    return stale
-
-
 # ---------------------------------------------------------------- restore
 
 
-def _locate(path: Path) -> Path:
-    """``path``, or the previous checkpoint a save interrupted between its two renames."""
-    if path.exists():
-        return path
-    backups = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    backups = [b for b in backups if is_checkpoint(b)]
-    if backups:
-        warnings.warn(
-            f"{path} is missing; restoring the previous checkpoint {backups[-1]} left by an "
-            "interrupted save", stacklevel=3,
-        )
-        return backups[-1]
-    raise CheckpointNotFoundError(f"no checkpoint at {path}: the folder does not exist")
+def _step_of(path: Path, step: int | None) -> int | None:
+    """``step``, or the newest committed step; None for a format-1 folder."""
+    if _is_legacy(path):
+        return None
+    found = steps(path)
+    if not found:
+        if path.is_dir() and any(path.iterdir()):
+            raise CheckpointCorruptError(f"{path} holds no complete checkpoint (an interrupted "
+                                         "save, or not a jaxprune checkpoint)")
+        raise CheckpointNotFoundError(f"no checkpoint at {path}: the folder does not exist "
+                                      "or is empty")
+    if step is None:
+        return found[0]
+    if step not in found:
+        raise CheckpointNotFoundError(f"{path} has no step {step} (it has {found})")
+    return step
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata dict of the checkpoint at ``path`` (no arrays are read)."""
-    path = _locate(Path(path).absolute())
-    file = path / METADATA_FILE
+def _check_header(where: Path, metadata: Any) -> dict[str, Any]:
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise CheckpointCorruptError(f"{where} does not describe a jaxprune checkpoint")
+    if metadata.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where} has format version {metadata['format_version']}; this jaxprune "
+            f"({jaxprune.__version__}) reads up to {FORMAT_VERSION}")
+    return metadata
+
+
+def _read_step_metadata(path: Path, step: int | None) -> dict[str, Any]:
+    file = (path / LEGACY_METADATA_FILE if step is None
+            else path / str(step) / METADATA / METADATA)
     if not file.is_file():
-        raise CheckpointCorruptError(
-            f"{path} is not a complete checkpoint: {METADATA_FILE} is missing "
-            "(an interrupted save, or not a jaxprune checkpoint)"
-        )
+        raise CheckpointCorruptError(f"{path} (step {step}) is not a complete checkpoint: "
+                                     f"{file.name} is missing")
     try:
         metadata = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointCorruptError(f"{file} is truncated or not valid JSON: {err}") from err
-    if metadata.get("format") != FORMAT:
-        raise CheckpointCorruptError(f"{file} does not describe a jaxprune checkpoint")
-    if metadata.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format version {metadata['format_version']}; this jaxprune "
-            f"({jaxprune.__version__}) reads up to {FORMAT_VERSION}"
-        )
-    return metadata
+    return _check_header(file, metadata)
+
+
+def read_metadata(path: str | Path, step: int | None = None) -> dict[str, Any]:
+    """The metadata dict of the checkpoint at ``path`` (its newest step, or ``step``); no
+    arrays are read."""
+    path = Path(path).absolute()
+    return _read_step_metadata(path, _step_of(path, step))
 
 
 def _rebuild(expected: PyTree, raw: PyTree) -> PyTree:
@@ -336,27 +355,7 @@ def _rebuild(expected: PyTree, raw: PyTree) -> PyTree:
     return jax.tree.unflatten(jax.tree.structure(expected), [by_path[p] for p in paths])
 
 
-def restore(
-    path: str | Path,
-    abstract: PyTree | None = None,
-    *,
-    abstract_masks: PyTree | None = None,
-    abstract_state: PyTree | None = None,
-) -> Checkpoint:
-    """Read the checkpoint at ``path``.
-
-    ``abstract`` (a params-shaped tree of ``jax.ShapeDtypeStruct`` or arrays, see
-    :func:`abstract_tree`), ``abstract_masks`` and ``abstract_state`` give the expected tree
-    structure, shapes and dtypes; the restored arrays then have exactly that structure (named
-    tuples of optimizer states included). Without them, params and masks come back as nested
-    dicts. A missing folder raises :class:`CheckpointNotFoundError`, a truncated one
-    :class:`CheckpointCorruptError`, a tree/shape/dtype difference from the abstract trees
-    :class:`CheckpointMismatchError`, each naming the path and what differs.
-    """
-    path = _locate(Path(path).absolute())
-    metadata = read_metadata(path)
-    saved = metadata["arrays"]
-    expected = {"params": abstract, "masks": abstract_masks, "state": abstract_state}
+def _check_expected(where: str, saved: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
     problems = []
     for name, tree in expected.items():
         if tree is None:
@@ -367,22 +366,33 @@ def restore(
             problems += _compare(name, saved[name], describe(tree))
     if problems:
         raise CheckpointMismatchError(
-            f"checkpoint {path} does not match the expected arrays:\n  " + "\n  ".join(problems)
-        )
-    arrays = path / ARRAYS_DIR
-    if not arrays.is_dir():
-        raise CheckpointCorruptError(f"{path} is incomplete: the folder {ARRAYS_DIR}/ is missing")
+            f"checkpoint {where} does not match the expected arrays:\n  " + "\n  ".join(problems))
+
+
+def _read_arrays(path: Path, step: int | None, saved, expected) -> PyTree:
+    target = ({name: abstract_tree(expected[name]) for name in saved}
+              if all(expected[name] is not None for name in saved) else None)
+    restore_args = ocp.args.StandardRestore(target)
     try:
-        with _checkpointer() as ckptr:
-            if all(expected[name] is not None for name in saved):
-                target = {name: abstract_tree(expected[name]) for name in saved}
-                tree = ckptr.restore(arrays, args=ocp.args.StandardRestore(target))
-            else:
-                tree = ckptr.restore(arrays)
+        if step is None:  # format 1
+            if not (path / "arrays").is_dir():
+                raise FileNotFoundError("the folder arrays/ is missing")
+            with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
+                return ckptr.restore(path / "arrays", args=restore_args)
+        with _manager(path) as manager:
+            return manager.restore(step, args=ocp.args.Composite(**{ARRAYS: restore_args}))[ARRAYS]
     except Exception as err:  # orbax/tensorstore report damage as several exception types
         raise CheckpointCorruptError(
-            f"checkpoint {path} could not be read (truncated or damaged files?): {err}"
-        ) from err
+            f"checkpoint {path} (step {step}) could not be read (truncated or damaged "
+            f"files?): {err}") from err
+
+
+def _restore_step(path: Path, step: int | None, expected: dict[str, PyTree | None]) -> Checkpoint:
+    metadata = _read_step_metadata(path, step)
+    saved = metadata["arrays"]
+    where = f"{path}" + ("" if step is None else f" (step {step})")
+    _check_expected(where, saved, expected)
+    tree = _read_arrays(path, step, saved, expected)
     restored = {}
     for name in ("params", "masks", "state"):
         sub = tree.get(name)
@@ -394,9 +404,44 @@ def restore(
             problems += _compare(name, describe(sub), saved[name])
     if problems:
         raise CheckpointCorruptError(
-            f"checkpoint {path}: arrays differ from its metadata:\n  " + "\n  ".join(problems)
-        )
+            f"checkpoint {where}: arrays differ from its metadata:\n  " + "\n  ".join(problems))
     return Checkpoint(restored["params"], restored["masks"], restored["state"], metadata)
+
+
+def restore(
+    path: str | Path,
+    abstract: PyTree | None = None,
+    *,
+    abstract_masks: PyTree | None = None,
+    abstract_state: PyTree | None = None,
+    step: int | None = None,
+) -> Checkpoint:
+    """Read the checkpoint at ``path``: ``step``, or the newest step that reads (an older
+    one, with a warning, when the newest is damaged).
+
+    ``abstract`` (a params-shaped tree of ``jax.ShapeDtypeStruct`` or arrays, see
+    :func:`abstract_tree`), ``abstract_masks`` and ``abstract_state`` give the expected tree
+    structure, shapes and dtypes; the restored arrays then have exactly that structure (named
+    tuples of optimizer states included). Without them, params and masks come back as nested
+    dicts. A missing folder raises :class:`CheckpointNotFoundError`, a damaged one
+    :class:`CheckpointCorruptError`, a tree/shape/dtype difference from the abstract trees
+    :class:`CheckpointMismatchError`, each naming the path and what differs.
+    """
+    path = Path(path).absolute()
+    expected = {"params": abstract, "masks": abstract_masks, "state": abstract_state}
+    first = _step_of(path, step)
+    candidates = [first] if step is not None or first is None else steps(path)
+    for i, s in enumerate(candidates):
+        try:
+            return _restore_step(path, s, expected)
+        except CheckpointMismatchError:
+            raise
+        except CheckpointCorruptError as err:
+            if i == len(candidates) - 1:
+                raise
+            warnings.warn(f"{err}; restoring the previous step {candidates[i + 1]}",
+                          stacklevel=2)
+    raise AssertionError("unreachable")
 
 
 __all__ = [
@@ -413,4 +458,5 @@ __all__ = [
     "read_metadata",
     "restore",
     "save",
+    "steps",
 ]

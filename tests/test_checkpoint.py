@@ -118,24 +118,28 @@ def test_missing_checkpoint(tmp_path):
         ckpt.read_metadata(tmp_path / "nothing")
 
 
+def _step_dir(path, step=None):
+    return path / str(ckpt.steps(path)[0] if step is None else step)
+
+
 # orbax/tensorstore may finish a failed read's callbacks after its event loop closed
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_truncated_checkpoints(tmp_path):
     params = stacked_params()
-    # no metadata file: an interrupted save / not a checkpoint
+    # no metadata file
     path = ckpt.save(tmp_path / "a", params)
-    (path / ckpt.METADATA_FILE).unlink()
-    with pytest.raises(ckpt.CheckpointCorruptError, match="metadata.json is missing"):
+    (_step_dir(path) / ckpt.METADATA / ckpt.METADATA).unlink()
+    with pytest.raises(ckpt.CheckpointCorruptError, match="metadata is missing"):
         ckpt.restore(path)
     # a truncated metadata file
     path = ckpt.save(tmp_path / "b", params)
-    text = (path / ckpt.METADATA_FILE).read_text()
-    (path / ckpt.METADATA_FILE).write_text(text[: len(text) // 2])
+    file = _step_dir(path) / ckpt.METADATA / ckpt.METADATA
+    file.write_text(file.read_text()[: file.stat().st_size // 2])
     with pytest.raises(ckpt.CheckpointCorruptError, match="truncated or not valid JSON"):
         ckpt.restore(path)
     # truncated array files
     path = ckpt.save(tmp_path / "c", params)
-    data_files = [f for f in (path / ckpt.ARRAYS_DIR).rglob("*")
+    data_files = [f for f in (_step_dir(path) / ckpt.ARRAYS).rglob("*")
                   if f.is_file() and f.parent.name == "d"]
     assert data_files
     for f in data_files:
@@ -144,9 +148,29 @@ def test_truncated_checkpoints(tmp_path):
         ckpt.restore(path, ckpt.abstract_tree(params))
     # the array folder is gone
     path = ckpt.save(tmp_path / "d", params)
-    shutil.rmtree(path / ckpt.ARRAYS_DIR)
-    with pytest.raises(ckpt.CheckpointCorruptError, match="arrays/ is missing"):
+    shutil.rmtree(_step_dir(path) / ckpt.ARRAYS)
+    with pytest.raises(ckpt.CheckpointCorruptError, match="could not be read"):
         ckpt.restore(path)
+    # a folder with no committed step
+    (tmp_path / "e" / "0.orbax-checkpoint-tmp-1").mkdir(parents=True)
+    with pytest.raises(ckpt.CheckpointCorruptError, match="no complete checkpoint"):
+        ckpt.restore(tmp_path / "e")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_damaged_newest_step_falls_back_to_the_previous(tmp_path):
+    old, new = stacked_params((0, 1)), stacked_params((5, 6))
+    path = ckpt.save(tmp_path / "ck", old, metadata={"round": 1}, keep=2)
+    ckpt.save(path, new, metadata={"round": 2}, keep=2)
+    assert ckpt.steps(path) == [1, 0]
+    file = _step_dir(path, 1) / ckpt.METADATA / ckpt.METADATA
+    file.write_text("{")
+    with pytest.warns(UserWarning, match="restoring the previous step 0"):
+        restored = ckpt.restore(path, ckpt.abstract_tree(old))
+    assert_trees_equal(restored.params, old)
+    assert restored.metadata["round"] == 1
+    with pytest.raises(ckpt.CheckpointCorruptError):  # an explicit step does not fall back
+        ckpt.restore(path, step=1)
 
 
 def test_mismatched_abstract_tree(tmp_path):
@@ -172,23 +196,25 @@ def test_mismatched_abstract_tree(tmp_path):
         ckpt.restore(path, abstract_state={"epoch": jax.ShapeDtypeStruct((), jnp.int32)})
 
 
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
 def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "ck"
     old = stacked_params()
     ckpt.save(path, old, metadata={"round": 1})
     new = jax.tree.map(lambda a: a + 1.0, old)
 
-    def broken(directory, text):
+    def broken(self, *args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt, "_write_metadata", broken)
+    for method in ("save", "async_save"):
+        monkeypatch.setattr(ckpt.ocp.JsonCheckpointHandler, method, broken)
     with pytest.raises(OSError, match="disk full"):
         ckpt.save(path, new, metadata={"round": 2})
     monkeypatch.undo()
     restored = ckpt.restore(path, ckpt.abstract_tree(old))
     assert_trees_equal(restored.params, old)
     assert restored.metadata["round"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary folders left
+    assert ckpt.steps(path) == [0]  # the failed step was never committed
     # metadata that is not JSON fails before anything is written
     with pytest.raises(ValueError, match="not JSON-serialisable"):
         ckpt.save(path, new, metadata={"round": object()})
@@ -206,10 +232,29 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
 
-def test_save_interrupted_between_renames_is_recovered(tmp_path):
+def test_uncommitted_step_is_ignored_and_old_steps_are_pruned(tmp_path):
     params = stacked_params()
     path = ckpt.save(tmp_path / "ck", params)
-    path.rename(tmp_path / ".ck.old-deadbeef")  # as if killed after moving the old one away
-    with pytest.warns(UserWarning, match="interrupted save"):
-        restored = ckpt.restore(tmp_path / "ck", ckpt.abstract_tree(params))
+    # what a save killed mid-write leaves: an uncommitted temporary step folder
+    (path / "1.orbax-checkpoint-tmp-123").mkdir()
+    assert ckpt.steps(path) == [0]
+    assert_trees_equal(ckpt.restore(path, ckpt.abstract_tree(params)).params, params)
+    newer = jax.tree.map(lambda a: a * 2, params)
+    ckpt.save(path, newer, keep=1)
+    assert ckpt.steps(path) == [1]
+    assert_trees_equal(ckpt.restore(path, ckpt.abstract_tree(params)).params, newer)
+
+
+def test_format_1_folders_are_still_read(tmp_path):
+    params = stacked_params()
+    path = ckpt.save(tmp_path / "new", params, metadata={"round": 7})
+    legacy = tmp_path / "legacy"
+    shutil.copytree(_step_dir(path) / ckpt.ARRAYS, legacy / "arrays")
+    meta = ckpt.read_metadata(path)
+    (legacy / ckpt.LEGACY_METADATA_FILE).write_text(json.dumps({**meta, "format_version": 1}))
+    assert ckpt.is_checkpoint(legacy)
+    restored = ckpt.restore(legacy, ckpt.abstract_tree(params))
     assert_trees_equal(restored.params, params)
+    assert restored.metadata["round"] == 7
+    with pytest.raises(ckpt.CheckpointError, match="format 1"):
+        ckpt.save(legacy, params)

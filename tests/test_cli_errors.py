@@ -169,7 +169,7 @@ def test_stale_temporaries_of_a_killed_save_are_removed(ckpts, tmp_path):
 
     out = tmp_path / "run"
     shutil.copytree(ckpts / "a", out)
-    stale = out / "train" / ".epoch_00003.tmp-deadbeef"
+    stale = out / "train" / "3.orbax-checkpoint-tmp-1733000000"  # a save killed mid-write
     stale.mkdir()
     (stale / "half").write_text("x")
     assert main(["train", "--model", "mlp", "--data", "digits", "--seeds", "2", "--epochs",

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from jaxprune import checkpoint as ckpt
 from jaxprune.models import apply, architecture, init_params
 from jaxprune.train import EpochInfo, TrainConfig, evaluate, fine_tune, fit
 
@@ -231,7 +232,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(digits, tmp_path):
     with pytest.raises(Interrupt):
         fit(MLP, x, y, cfg, test=test, checkpoint_dir=ckdir, on_epoch_end=crash_after_epoch_1,
             progress=False, verbose=False, metadata={"dataset": "digits[:600]"})
-    assert sorted(p.name for p in ckdir.iterdir()) == ["epoch_00001", "epoch_00002"]
+    assert ckpt.steps(ckdir) == [2, 1]
     part = fit(MLP, x, y, cfg, test=test, checkpoint_dir=ckdir, max_epochs_this_call=1,
                progress=False, verbose=False)
     assert part.resumed_from == 2 and len(part.epoch_seconds) == 1
@@ -264,3 +265,53 @@ def test_train_config_round_trip_and_validation():
             TrainConfig(**bad)
     with pytest.raises(TypeError, match="floating"):
         fit(MLP, np.zeros((10, 64), np.uint8), np.zeros(10, np.int32), progress=False)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_pruned_entries_never_change_with_weight_decay(digits, optimizer):
+    from jaxprune.masks import kept_entries
+
+    x, y = digits
+    arch = architecture("mlp", input_dim=64, widths=(16, 12), dropout=0.0)
+    start = fit(arch, x[:256], y[:256], TrainConfig(seeds=(0, 1), epochs=0), progress=False,
+                verbose=False).params
+    units = {"fc1": np.ones((2, 16), np.float32), "fc2": np.ones((2, 12), np.float32)}
+    units["fc1"][0, [1, 5]] = units["fc1"][1, 2] = units["fc2"][:, 3] = 0.0
+    wmask = jax.tree.map(lambda a: np.ones(a.shape[1:], np.float32), start)
+    wmask["fc2"]["kernel"][:, ::3] = 0.0
+    cfg = TrainConfig(seeds=(0, 1), epochs=2, batch_size=32, optimizer=optimizer,
+                      learning_rate=0.05, momentum=0.9 if optimizer == "sgd" else 0.0,
+                      weight_decay=0.1, val_fraction=0.0)
+    result = fit(arch, x[:256], y[:256], cfg, params=start, masks=units, weight_masks=wmask,
+                 progress=False, verbose=False)
+    for s in range(2):
+        one = jax.tree.map(lambda a, s=s: np.asarray(a[s]), start)
+        keep = kept_entries(arch, {k: v[s] for k, v in units.items()}, one)
+        frozen = jax.tree.map(lambda k, w: (k == 0) | (w == 0), keep, wmask)
+        new = jax.tree.map(lambda a, s=s: np.asarray(a[s]), result.params)
+        for name in frozen:
+            for leaf in ("kernel", "bias"):
+                f, n, o = frozen[name][leaf], new[name][leaf], one[name][leaf]
+                assert f.any() or name == "head"
+                np.testing.assert_array_equal(n[f], o[f], err_msg=f"{name}/{leaf}")
+                assert not np.array_equal(n[~f], o[~f])  # the rest did train (and decay)
+
+
+def test_one_compilation_serves_every_step_and_stack_size(digits):
+    from jaxprune.train import engine, make_optimizer, state
+
+    x, y = digits
+    arch = architecture("mlp", input_dim=64, widths=(10,), dropout=0.1)
+    cfg = TrainConfig(seeds=(0, 1), epochs=2, batch_size=32, scan=False, val_fraction=0.0,
+                      learning_rate=0.011)
+    fit(arch, x[:200], y[:200], cfg, progress=False, verbose=False)
+    step = engine.programs(arch, make_optimizer(cfg)).step
+    assert step._cache_size() == 1  # 2 epochs x 6 steps, one program
+    before = state._init_one._cache_size()
+    state.init_seeds(arch, np.arange(3))
+    state.init_seeds(arch, np.arange(5))
+    assert state._init_one._cache_size() == before  # stacks of 2, 3 and 5 seeds: one program
+    scan = TrainConfig(**{**cfg.to_dict(), "seeds": (0, 1), "scan": True})
+    fit(arch, x[:200], y[:200], scan, progress=False, verbose=False)
+    fit(arch, x[:200], y[:200], scan, progress=False, verbose=False)
+    assert engine.programs(arch, make_optimizer(scan)).epoch._cache_size() == 1

@@ -1,36 +1,38 @@
-"""Mini-batches on device: one permutation per epoch, array slicing, one `device_put` per batch.
+"""Mini-batches: the one batcher of the library, shared by training and by users' own loops.
 
-Shuffling: `None` keeps the stored order; an int seed uses NumPy's generator seeded
-with (seed, epoch); a JAX PRNG key uses `jax.random.permutation(fold_in(key, epoch), n)`.
-So `per_seed_batches(..., seeds=[s])` yields exactly `batches(..., key_or_seed=s)` with
-a leading axis of 1.
+Epoch ``e`` of seed ``s`` visits the examples in the order
+:func:`jaxprune.streams.shuffle_order` ``(s, e, n)`` and drops the last ``n % batch_size``
+of that order (a different subset each epoch), exactly as :func:`jaxprune.train.fit` does,
+so a hand-written loop over :func:`per_seed_batches` sees the batches training saw.
+``seed=None`` keeps the stored order (and, with ``drop_remainder=False``, a smaller last batch).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
+from functools import partial
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-SeedOrKey = int | np.integer | jax.Array | np.ndarray
+from jaxprune.streams import shuffle_order
 
 
-def _is_key(x, stacked: bool = False) -> bool:
-    """True for JAX keys: typed key arrays, or raw uint32 keys of shape [2] ([S, 2] if stacked)."""
-    dtype = getattr(x, "dtype", None)
-    if dtype is None:
-        return False
-    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        return True
-    return dtype == np.uint32 and np.ndim(x) == 1 + stacked and np.shape(x)[-1] == 2
+@partial(jax.jit, static_argnames=("batch_size",))
+def epoch_indices(examples: jax.Array, seeds: jax.Array, epoch: jax.Array,
+                  batch_size: int) -> jax.Array:
+    """``[steps, S, B]`` example indices of every step of epoch ``epoch`` for every seed: row
+    ``s`` of ``examples [S, n]`` (the seed's training examples) in the order
+    ``shuffle_order(seeds[s], epoch, n)``, cut into ``steps = n // B`` batches."""
+    n = examples.shape[1]
+    steps = n // batch_size
 
+    def order(seed, idx):
+        return idx[shuffle_order(seed, epoch, n)[: steps * batch_size]].reshape(steps, batch_size)
 
-def _permutation(seed: SeedOrKey, epoch: int, n: int) -> np.ndarray:
-    if _is_key(seed):
-        return np.asarray(jax.random.permutation(jax.random.fold_in(seed, epoch), n))
-    return np.random.default_rng([int(seed), epoch]).permutation(n)
+    return jnp.swapaxes(jax.vmap(order)(seeds, examples), 0, 1)
 
 
 def num_batches(n: int, batch_size: int, drop_remainder: bool = False) -> int:
@@ -56,64 +58,49 @@ def _epochs(epochs: int | None) -> Iterator[int]:
     return itertools.count() if epochs is None else iter(range(epochs))
 
 
+def per_seed_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seeds: Sequence[int] | np.ndarray,
+    *,
+    epochs: int | None = 1,
+    sharding: jax.sharding.Sharding | None = None,
+) -> Iterator[tuple[jax.Array, jax.Array]]:
+    """Yield ``(x [S, B, ...], y [S, B])``: the batches of S seeds (one data order each) for S
+    vmapped networks, ``n // B`` per epoch. ``epochs=None`` repeats forever; ``sharding`` is
+    passed to ``device_put``."""
+    n = _check(images, labels, batch_size, drop_remainder=True)
+    seeds = np.asarray([int(s) for s in seeds], np.uint32)
+    if seeds.size == 0:
+        raise ValueError("seeds is empty")
+    examples = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (seeds.size, n))
+    for epoch in _epochs(epochs):
+        for idx in np.asarray(epoch_indices(examples, jnp.asarray(seeds), epoch, batch_size)):
+            yield jax.device_put((images[idx], labels[idx]), sharding)
+
+
 def batches(
     images: np.ndarray,
     labels: np.ndarray,
     batch_size: int,
     *,
-    key_or_seed: SeedOrKey | None = None,
+    seed: int | None = None,
     drop_remainder: bool = False,
     epochs: int | None = 1,
     sharding: jax.sharding.Sharding | None = None,
 ) -> Iterator[tuple[jax.Array, jax.Array]]:
-    """Yield (x [b, ...], y [b]) device arrays, each example once per epoch.
-
-    `key_or_seed` None keeps the stored order. The last batch of an epoch is smaller
-    unless `drop_remainder` (then every batch has `batch_size` rows, which avoids a
-    recompilation). `epochs=None` repeats forever. `sharding` is passed to `device_put`.
-    """
+    """Yield ``(x [B, ...], y [B])`` device arrays: with a ``seed``, row 0 of
+    :func:`per_seed_batches` for ``seeds=[seed]`` (the remainder always dropped); without,
+    the stored order, the last batch smaller unless ``drop_remainder``."""
+    if seed is not None:
+        for x, y in per_seed_batches(images, labels, batch_size, [seed], epochs=epochs,
+                                     sharding=sharding):
+            yield x[0], y[0]
+        return
     n = _check(images, labels, batch_size, drop_remainder)
     stop = n - n % batch_size if drop_remainder else n
-    for epoch in _epochs(epochs):
-        order = None if key_or_seed is None else _permutation(key_or_seed, epoch, n)
+    for _ in _epochs(epochs):
         for lo in range(0, stop, batch_size):
-            hi = min(lo + batch_size, stop)
-            idx = slice(lo, hi) if order is None else order[lo:hi]
-            yield jax.device_put((images[idx], labels[idx]), sharding)
-
-
-def per_seed_batches(
-    images: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int,
-    seeds: Sequence[int] | jax.Array | np.ndarray,
-    *,
-    drop_remainder: bool = False,
-    epochs: int | None = 1,
-    sharding: jax.sharding.Sharding | None = None,
-) -> Iterator[tuple[jax.Array, jax.Array]]:
-    """Yield (x [S, b, ...], y [S, b]): S independent data orders, for S vmapped networks.
-
-    `seeds` is a sequence of S ints or an array of S JAX keys (typed [S] or raw
-    [S, 2] uint32). Row s is the batch `batches(..., key_or_seed=seeds[s])` yields.
-    """
-    n = _check(images, labels, batch_size, drop_remainder)
-    keys = _is_key(seeds, stacked=True)
-    if keys:
-        if jax.dtypes.issubdtype(seeds.dtype, jax.dtypes.prng_key) and np.ndim(seeds) != 1:
-            raise ValueError(f"seeds must be S keys of shape [S], got shape {np.shape(seeds)}")
-        fold = jax.vmap(lambda k, e: jax.random.permutation(jax.random.fold_in(k, e), n),
-                        in_axes=(0, None))
-    else:
-        seeds = [int(s) for s in seeds]
-        if not seeds:
-            raise ValueError("seeds is empty")
-    stop = n - n % batch_size if drop_remainder else n
-    for epoch in _epochs(epochs):
-        if keys:
-            orders = np.asarray(fold(seeds, epoch))
-        else:
-            orders = np.stack([_permutation(s, epoch, n) for s in seeds])
-        for lo in range(0, stop, batch_size):
-            idx = orders[:, lo:min(lo + batch_size, stop)]
-            yield jax.device_put((images[idx], labels[idx]), sharding)
+            sl = slice(lo, min(lo + batch_size, stop))
+            yield jax.device_put((images[sl], labels[sl]), sharding)
