@@ -51,12 +51,12 @@ QUICK = {"width": 32, "stimuli": 96, "fraction": 0.5, "train_images": 2000, "epo
 
 def mnist(n_train: int, n_test: int):
     """Flattened MNIST (or sklearn digits where MNIST is absent) and its name."""
-    from jaxprune.search.iterative import Splits
+    from jaxprune.pipeline import load_splits
 
     try:
-        data = Splits.load("mnist", n_train=n_train, n_test=n_test)
+        data = load_splits("mnist", n_train=n_train, n_test=n_test)
     except FileNotFoundError:
-        data = Splits.load("digits", n_train=n_train, n_test=n_test)
+        data = load_splits("digits", n_train=n_train, n_test=n_test)
     return data
 
 

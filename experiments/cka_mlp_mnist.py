@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from jaxprune.models import architecture
+from jaxprune.pipeline import load_splits
 from jaxprune.report import mean_sd, table
 from jaxprune.search.iterative import IterativeConfig, Splits, iterative_prune, summarize
 from jaxprune.search.result import write_json
@@ -81,11 +82,11 @@ FIELDS = ("kept_fraction", "compression_rate", "test_accuracy", "agreement",
 def load(cfg: dict[str, Any], data_dir: str | None) -> Splits:
     """MNIST (or scikit-learn digits where MNIST is absent), first train/test images."""
     try:
-        return Splits.load(cfg["data"], data_dir, n_train=cfg["train_size"],
+        return load_splits(cfg["data"], data_dir, n_train=cfg["train_size"],
                            n_test=cfg["test_size"])
     except FileNotFoundError as e:
         print(f"{cfg['data']} unavailable ({str(e).splitlines()[0]}); using sklearn digits")
-        return Splits.load("digits", n_train=cfg["train_size"], n_test=cfg["test_size"])
+        return load_splits("digits", n_train=cfg["train_size"], n_test=cfg["test_size"])
 
 
 def configurations(cfg: dict[str, Any]) -> dict[tuple, dict[str, Any]]:

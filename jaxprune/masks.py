@@ -17,9 +17,11 @@ from jaxprune.models import HEAD, Architecture, Params, layer_geometry, residual
 Masks = Mapping[str, jax.Array]
 
 
-def full_masks(arch: Architecture) -> dict[str, jax.Array]:
-    """Masks that keep every unit: ``{layer: ones(width)}``."""
-    return {layer.name: jnp.ones((layer.width,), jnp.float32) for layer in arch.layers}
+def full_masks(arch: Architecture, seeds: int | None = None) -> dict[str, jax.Array]:
+    """Masks that keep every unit: ``{layer: ones(width)}``, or ``ones(seeds, width)`` for a
+    stack of ``seeds`` networks. The one place such masks are built."""
+    lead = () if seeds is None else (seeds,)
+    return {layer.name: jnp.ones((*lead, layer.width), jnp.float32) for layer in arch.layers}
 
 
 def validate_masks(arch: Architecture, masks: Masks, *, stacked: bool = False) -> None:

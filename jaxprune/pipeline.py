@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,67 @@ def _print_search(search, figure: str | None) -> None:
         print(f"figure: {report.plot_traces(search.results, figure)}")
 
 
+def load_splits(name: str = "mnist", data_dir: str | None = None, *, n_train: int | None = None,
+                n_test: int | None = None, flatten: bool = True):
+    """:class:`~jaxprune.search.Splits` of the first ``n_train``/``n_test`` images of a data
+    set of :mod:`jaxprune.data`, normalised (``ImageDataset.float_images``) and, with
+    ``flatten``, as ``[n, h·w·c]``."""
+    from jaxprune.search.iterative import Splits
+
+    def arrays(split, n):
+        ds = load_dataset(name, split, data_dir)
+        ds = ds if n is None else ds.take(n)
+        x = ds.float_images()
+        return (x.reshape(len(x), -1) if flatten else x), ds.labels
+
+    x_train, y_train = arrays("train", n_train)
+    x_test, y_test = arrays("test", n_test)
+    return Splits(x_train, y_train, x_test, y_test, name=name)
+
+
+def iterative_job(
+    arch: Architecture,
+    params: Params,
+    data: Any,
+    method: str,
+    fraction: float,
+    *,
+    iterations: int = 1,
+    fine_tune_config: TrainConfig | None = None,
+    layers: Sequence[str] | None = None,
+    stimuli: int = 512,
+    stimuli_split: str = "train",
+    probe: int = 1000,
+    seeds: Sequence[int] | None = None,
+    data_dir: str | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """What ``jaxprune prune --method cka|l1|random|poz`` runs; returns JSON-able data.
+
+    ``params``: one network or stacked seeds; ``data``: :class:`~jaxprune.search.Splits` or a
+    data set name for :func:`load_splits` (with ``data_dir``). One-shot pruning by default;
+    ``iterations > 1`` and/or ``fine_tune_config`` give the iterative loop. ``options`` go to
+    the method (CKA: ``compare``, ``kernel``, ``debiased``, ``sigma``, ``floor``,
+    ``chunk_size``). Returns
+    ``{"config", "seeds", "records", "summary", "masks", "prunes"}``: the records of every
+    iteration, their mean ± sd over seeds, the final masks ``{layer: [S][width]}`` and every
+    :class:`PruneResult`.
+    """
+    if isinstance(data, str):
+        data = load_splits(data, data_dir, flatten=len(arch.input_shape) == 1)
+    from jaxprune.search.iterative import IterativeConfig, iterative_prune, summarize
+
+    config = IterativeConfig(method, fraction, iterations, None if layers is None
+                             else tuple(layers), stimuli, probe, dict(options),
+                             stimuli_split=stimuli_split)
+    result = iterative_prune(arch, params, data, config, fine_tune_config, seeds=seeds,
+                             progress=progress)
+    out = result.to_dict()
+    out["summary"] = summarize(result.records)
+    return out
+
+
 def prune_baseline(
     checkpoint_path: str | Path, method: str, fraction: float, *, data: str | None = None,
     data_dir: str | None = None, iterations: int = 1, fine_tune_epochs: int = 0,
@@ -285,15 +347,13 @@ def prune_baseline(
 ) -> dict[str, Any]:
     """``jaxprune prune --method cka|l1|random``: remove ``fraction`` of each layer's units,
     ``iterations`` times with ``fine_tune_epochs`` of masked fine-tuning in between."""
-    from jaxprune.search.iterative import prune_command
-
     arch, params, meta = load_trained(checkpoint_path)
     fine_tune = None
     if fine_tune_epochs > 0:
         trained_with = TrainConfig.from_dict(meta["train_config"])
         fine_tune = dataclasses.replace(trained_with, epochs=fine_tune_epochs,
                                         seeds=tuple(meta["seeds"]))
-    out = prune_command(arch, params, data or meta["data"], method, fraction,
+    out = iterative_job(arch, params, data or meta["data"], method, fraction,
                         iterations=iterations, fine_tune_config=fine_tune, layers=layers,
                         stimuli=stimuli, stimuli_split=split, seeds=meta["seeds"],
                         data_dir=data_dir, progress=progress, **options)

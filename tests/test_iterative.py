@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from jaxprune.models import apply, architecture
+from jaxprune.pipeline import iterative_job, load_splits
 from jaxprune.search.iterative import (
     RECORD_FIELDS,
     IterativeConfig,
     Splits,
     iterative_prune,
-    prune_command,
     summarize,
 )
 from jaxprune.train import TrainConfig, fit
@@ -26,7 +26,7 @@ MLP = architecture("mlp", input_dim=64, widths=(24, 16), dropout=0.25)
 
 @pytest.fixture(scope="module")
 def digits():
-    data = Splits.load("digits")
+    data = load_splits("digits")
     return Splits(data.x_train[:600], data.y_train[:600], data.x_test[:200], data.y_test[:200],
                   name="digits")
 
@@ -68,11 +68,16 @@ def test_records_and_pruned_units_stay_zero(digits, trained, method):
         for k in ("fc1", "fc2"):
             assert np.all(np.asarray(acts[k])[:, result.masks[k][s] == 0] == 0)
     rows = summarize(result.records)
-    assert [r["iteration"] for r in rows] == [0, 1, 2] and rows[0]["test_accuracy_sd"] >= 0
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    for row in rows:  # mean and sample sd over the seeds of each iteration
+        acc = [r["test_accuracy"] for r in result.records if r["iteration"] == row["iteration"]]
+        assert row["n"] == len(acc) == 2
+        assert row["test_accuracy_mean"] == pytest.approx(np.mean(acc))
+        assert row["test_accuracy_sd"] == pytest.approx(np.std(acc, ddof=1))
 
 
 def test_prune_command_one_shot_is_json(digits, trained):
-    out = prune_command(MLP, trained.params, digits, "random", 0.5, stimuli=50, probe=50,
+    out = iterative_job(MLP, trained.params, digits, "random", 0.5, stimuli=50, probe=50,
                         progress=False, seeds=(0, 1))
     assert set(out) >= {"config", "seeds", "records", "summary", "masks", "prunes"}
     json.dumps(out)

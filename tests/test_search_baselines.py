@@ -125,3 +125,22 @@ def test_prune_units_dispatches_and_checks():
         prune_units("random", MLP, params, x, layers=["fc7"])
     with pytest.raises(ValueError, match="stimuli"):
         poz_prune(MLP, params, None)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_stacked_seeds_equal_one_network_at_a_time(method):
+    params = jax.tree.map(lambda *a: jnp.stack(a), net(MLP, 0), net(MLP, 1))
+    x = stim(MLP, 2)
+    per_seed = {"fc1": np.ones((2, 12), np.float32)}
+    per_seed["fc1"][1, :3] = 0.0  # seed 1 starts with three units removed
+    many = prune_units(method, MLP, params, x, fraction=0.4, masks=per_seed, seed=10,
+                       stacked=True)
+    assert len(many) == 2
+    for s, result in enumerate(many):
+        one = prune_units(method, MLP, jax.tree.map(lambda a, s=s: a[s], params), x,
+                          fraction=0.4, masks={"fc1": per_seed["fc1"][s]}, seed=10 + s)
+        assert result.seed == 10 + s
+        for name in MLP.widths:
+            np.testing.assert_array_equal(result.masks[name], one.masks[name])
+        assert result.final_score == one.final_score
+    assert not np.array_equal(many[0].masks["fc1"], many[1].masks["fc1"])

@@ -103,11 +103,19 @@ def test_layer_keeps_one_unit_and_never_prunes_below_threshold():
     params = models.init_params(arch, jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (20, 10))
     r = poz_search(arch, params, x, PoZConfig(threshold=1e-6, metric="r"))[0]
-    assert all(k >= 1 for k in r.kept.values())
+    assert all(k >= 1 for k in r.kept.values())  # even a threshold no removal breaks
     assert r.trace[0].removed <= 5
+    for threshold in (0.95, 0.8):
+        r = poz_search(arch, params, x, PoZConfig(threshold=threshold))[0]
+        for t in r.trace:
+            accepted, refused = t.scores[: t.removed], t.scores[t.removed:]
+            assert all(f >= threshold for f in accepted)  # every kept removal passed
+            assert not refused or refused[0] < threshold  # the search stopped at a failure
+        assert r.final_score >= threshold
+        assert any(t.removed > 0 for t in r.trace) and any(t.scores[t.removed:] for t in r.trace)
 
 
-def test_directions_jaccard_and_resume(tmp_path):
+def test_directions_jaccard_and_resume(tmp_path, monkeypatch):
     arch = models.architecture("mlp", input_dim=10, widths=(12, 8), dropout=0.0)
     params = models.init_stack(arch, [0, 1])
     x = jax.random.normal(jax.random.key(1), (20, 10))
@@ -117,6 +125,12 @@ def test_directions_jaccard_and_resume(tmp_path):
     assert set(first.results) == {"bottom-up", "top-down"} and len(first.jaccard) == 2
     assert all(0.0 <= v <= 1.0 for j in first.jaccard for v in j.values())
     # a rerun finds every seed finished and returns the saved results without searching
+    import jaxprune.search.poz as poz_module
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the rerun searched again")
+
+    monkeypatch.setattr(poz_module, "_search_batch", no_search)
     again = poz_search_directions(arch, params, x, PoZConfig(threshold=0.9), stacked=True,
                                   resume_path=str(path), seed_batch=1)
     for d in first.results:

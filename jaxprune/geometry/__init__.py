@@ -28,6 +28,8 @@ from jaxprune.geometry._core import (
     ConstantRowWarning,
     GeometryWarning,
     UndefinedFitWarning,
+    center,
+    safe_divide,
     use_feature_space,
 )
 from jaxprune.geometry.alignment import MinibatchCKA, cka, hsic, minibatch_cka
@@ -42,6 +44,7 @@ __all__ = [
     "GramStats",
     "MinibatchCKA",
     "UndefinedFitWarning",
+    "center",
     "cka",
     "condition_means",
     "constant_triangle",
@@ -55,6 +58,7 @@ __all__ = [
     "r2",
     "rsa",
     "rsm",
+    "safe_divide",
     "standardize_rows",
     "upper_triangle",
     "use_feature_space",

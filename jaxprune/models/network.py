@@ -13,6 +13,7 @@ transition, so the next pre-activation is linear in a layer's mask — the searc
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +60,11 @@ def init_stack(arch: Architecture, seeds) -> Params:
     ``init_params(arch, jax.random.key(s))``."""
     seeds = jnp.asarray(seeds, dtype=jnp.uint32)
     return jax.vmap(lambda s: init_params(arch, jax.random.key(s)))(seeds)
+
+
+def seed_count(params: Params) -> int:
+    """S, the length of the leading seed axis of stacked ``params``."""
+    return int(jax.tree.leaves(params)[0].shape[0])
 
 
 def seed_slice(tree, s: int):
@@ -208,6 +214,23 @@ def apply(
 # What the PoZ engine (jaxprune.search.poz) needs: per prunable layer / unit group ``j`` a
 # "pre-activation" ``z_j`` with ``relu(z_j)`` = its activation before its own mask, and the
 # pre-activation of its consumer (the next linear map), linear in its mask.
+
+
+@partial(jax.jit, static_argnums=0, static_argnames="flat")
+def activations(arch: Architecture, params: Params, masks, x: jax.Array,
+                flat: bool = True) -> dict[str, jax.Array]:
+    """Masked post-ReLU activations of every layer, ``[n, ..., width]`` or (``flat``)
+    flattened to ``[n, features]``."""
+    _, acts = apply(arch, params, masks, x)
+    return {k: v.reshape(v.shape[0], -1) if flat else v for k, v in acts.items()}
+
+
+@partial(jax.jit, static_argnums=(0, 4))
+def preactivation(arch: Architecture, params: Params, masks, x: jax.Array, index: int):
+    """Pre-activation ``[n, ..., width]`` of layer ``index`` of a chain network under
+    ``masks``."""
+    h = x if index == 0 else apply(arch, params, masks, x)[1][arch.layers[index - 1].name]
+    return linear(arch, params, index, transition(arch, index, h))
 
 
 def preactivations(arch, params: Params, masks, x: jax.Array, start: int = 0,

@@ -1,6 +1,7 @@
 """Pruning searches: PoZ (geometry-preserving), greedy CKA, and baselines, all returning
 :class:`PruneResult`."""
 
+from jaxprune.search._common import DIRECTIONS
 from jaxprune.search.baselines import (
     METHODS,
     incoming_l1,
@@ -19,6 +20,7 @@ from jaxprune.search.circuits import (
     extract_circuits,
 )
 from jaxprune.search.cka import (
+    CKAConfig,
     candidate_cka,
     cka_prune,
     cka_prune_layer,
@@ -32,10 +34,8 @@ from jaxprune.search.iterative import (
     IterativeResult,
     Splits,
     iterative_prune,
-    prune_command,
 )
 from jaxprune.search.poz import (
-    DIRECTIONS,
     PoZConfig,
     poz_order,
     poz_search,
@@ -46,6 +46,7 @@ from jaxprune.search.result import LayerTrace, PruneResult, to_jsonable, write_j
 
 __all__ = [
     "DIRECTIONS",
+    "CKAConfig",
     "CircuitConfig",
     "Circuits",
     "METHODS",
@@ -77,7 +78,6 @@ __all__ = [
     "poz_search",
     "poz_search_directions",
     "poz_search_sequential",
-    "prune_command",
     "prune_units",
     "random_prune",
     "to_jsonable",

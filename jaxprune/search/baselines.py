@@ -28,16 +28,9 @@ from tqdm.auto import tqdm
 from jaxprune import geometry
 from jaxprune.masks import compression_rate
 from jaxprune.models import Architecture, Params
-from jaxprune.search.cka import (
-    activations,
-    check_fraction,
-    cka_prune,
-    device_masks,
-    n_to_remove,
-    resolve_layers,
-    start_masks,
-    stimuli,
-)
+from jaxprune.models.network import activations
+from jaxprune.search._common import device_masks, layers_in_order, stackable, start_masks
+from jaxprune.search.cka import check_fraction, cka_prune, n_to_remove, stimuli
 from jaxprune.search.result import LayerTrace, PruneResult
 
 METHODS = ("cka", "l1", "random", "poz")
@@ -90,7 +83,7 @@ def _ranked_prune(
 ) -> PruneResult:
     t0 = time.perf_counter()
     check_fraction(fraction)
-    names = resolve_layers(arch, layers, direction)
+    names = layers_in_order(arch, layers, direction)
     current = start_masks(arch, masks)
     start = {k: v.copy() for k, v in current.items()}
     trace = []
@@ -116,6 +109,7 @@ def _ranked_prune(
     )
 
 
+@stackable
 def l1_prune(
     arch: Architecture,
     params: Params,
@@ -141,6 +135,7 @@ def l1_prune(
                          config={})
 
 
+@stackable
 def random_prune(
     arch: Architecture,
     params: Params | None = None,
@@ -165,6 +160,7 @@ def random_prune(
                          note="random order", config={})
 
 
+@stackable
 def poz_prune(
     arch: Architecture,
     params: Params,
@@ -199,7 +195,7 @@ def prune_units(
 ) -> PruneResult:
     """Prune with ``method`` in :data:`METHODS`: :func:`~jaxprune.search.cka.cka_prune`,
     :func:`l1_prune`, :func:`random_prune` or :func:`poz_prune`; ``kwargs`` are that
-    function's (``layers``, ``fraction``, ``masks``, ``seed``, ``progress``, ...)."""
+    function's (``layers``, ``fraction``, ``masks``, ``seed``, ``stacked``, ``progress``...)."""
     functions = {"cka": cka_prune, "l1": l1_prune, "random": random_prune, "poz": poz_prune}
     if method not in functions:
         raise ValueError(f"unknown pruning method {method!r}; expected one of {METHODS}")

@@ -63,8 +63,10 @@ the same choices.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -74,15 +76,23 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxprune import geometry
-from jaxprune.masks import compression_rate, validate_masks
-from jaxprune.models import Architecture, Params, apply, forward_from, linear, transition
-from jaxprune.search.poz import unit_contribution
+from jaxprune.geometry import center, safe_divide
+from jaxprune.masks import compression_rate
+from jaxprune.models import Architecture, Params, forward_from, linear, transition
+from jaxprune.models.network import activations, preactivation, unit_contribution
+from jaxprune.search._common import (
+    check_direction,
+    check_stimuli,
+    device_masks,
+    layers_in_order,
+    stackable,
+    start_masks,
+)
 from jaxprune.search.result import LayerTrace, PruneResult
 
 COMPARES = ("layer", "readout", "later", "preact")
 KERNELS = ("linear", "rbf")
 GREEDY = ("recompute", "once")
-DIRECTIONS = ("bottom-up", "top-down")
 #: Scores within ``TIE_ULPS · eps(dtype) · |best|`` of the best are ties (lowest index wins):
 #: a relative tolerance of a few rounding units, e.g. two dead units score identically.
 TIE_ULPS = 4
@@ -109,37 +119,6 @@ def check_floor(floor: float | None) -> None:
         raise ValueError(f"floor must be in (0, 1] or None, got {floor!r}")
 
 
-def resolve_layers(
-    arch: Architecture, layers: str | Sequence[str] | None, direction: str = "bottom-up"
-) -> list[str]:
-    """The layers to prune in visiting order (default: every layer up to the readout).
-    An unknown name raises ``ValueError`` listing the network's layers."""
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    if layers is None:
-        names = list(arch.layer_names[: arch.index(arch.readout_layer) + 1])
-    else:
-        names = [layers] if isinstance(layers, str) else list(layers)
-        if not names:
-            raise ValueError(f"no layers to prune; {arch.family} has {list(arch.layer_names)}")
-        for name in names:
-            arch.index(name)
-        if len(set(names)) != len(names):
-            raise ValueError(f"layers named twice: {names}")
-    return sorted(names, key=arch.index, reverse=direction == "top-down")
-
-
-def start_masks(arch: Architecture, masks: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
-    """Validated float32 copies of ``masks`` for every layer (all ones where absent)."""
-    masks = dict(masks or {})
-    validate_masks(arch, masks)
-    return {
-        layer.name: np.array(masks[layer.name], np.float32) if layer.name in masks
-        else np.ones(layer.width, np.float32)
-        for layer in arch.layers
-    }
-
-
 def n_to_remove(kept: int, fraction: float | None) -> int:
     """Units to remove from a layer keeping ``kept``: ``floor(fraction·kept + 1/2)``, at most
     ``kept − 1`` (a layer keeps one unit); ``fraction=None`` means ``kept − 1``."""
@@ -156,36 +135,8 @@ def stimuli(arch: Architecture, x: Any, min_n: int = 3) -> jax.Array:
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating) or jnp.finfo(x.dtype).bits < 32:
         x = x.astype(jnp.float32)
-    shape, want = tuple(x.shape), tuple(arch.input_shape)
-    vector_ok = len(want) == 1 and len(shape) >= 2 and int(np.prod(shape[1:])) == want[0]
-    if len(shape) < 2 or (shape[1:] != want and not vector_ok):
-        raise ValueError(f"stimuli have shape {shape}; {arch.family} expects [n, "
-                         f"{', '.join(map(str, want))}]")
-    if shape[0] < min_n:
-        raise ValueError(f"CKA needs at least {min_n} stimuli, got {shape[0]}")
+    check_stimuli(arch, x.shape, min_n, what="CKA")
     return x
-
-
-def device_masks(masks: Mapping[str, Any], dtype: Any = jnp.float32) -> dict[str, jax.Array]:
-    """Masks as device arrays of the activations' dtype."""
-    return {k: jnp.asarray(v, dtype) for k, v in masks.items()}
-
-
-@partial(jax.jit, static_argnums=0, static_argnames="flat")
-def activations(
-    arch: Architecture, params: Params, masks, x: jax.Array, flat: bool = True
-) -> dict[str, jax.Array]:
-    """Masked post-ReLU activations of every layer, ``[n, ..., width]`` or (``flat``)
-    flattened to ``[n, features]``."""
-    _, acts = apply(arch, params, masks, x)
-    return {k: v.reshape(v.shape[0], -1) if flat else v for k, v in acts.items()}
-
-
-@partial(jax.jit, static_argnums=(0, 4))
-def preactivation(arch: Architecture, params: Params, masks, x: jax.Array, index: int):
-    """Pre-activation of layer ``index`` under ``masks`` ``[n, ..., width]``."""
-    h = x if index == 0 else apply(arch, params, masks, x)[1][arch.layers[index - 1].name]
-    return linear(arch, params, index, transition(arch, index, h))
 
 
 def preactivation_refs(arch: Architecture, params: Params, x: jax.Array,
@@ -221,8 +172,8 @@ def layerwise_cka(
 
 
 def _center(a: jax.Array) -> jax.Array:
-    """Columns of ``a [n, ...]`` minus their means (a dead unit stays exactly zero)."""
-    return a - jnp.mean(a, axis=0, keepdims=True)
+    """Columns of ``a [n, ...]`` minus their means (a constant unit becomes exactly zero)."""
+    return center(a, axis=0)
 
 
 @partial(jax.jit, static_argnames=("debiased", "feature"))
@@ -270,7 +221,7 @@ def _quadratic_scores(h: jax.Array, m: jax.Array, pxx: jax.Array, mask: jax.Arra
     def one(h_u, g_u, m_uu, on):
         num, den = cross - h_u, pxx * (self_ - 2 * g_u + m_uu)
         ok = (den > 0) & (pxx > 0)
-        value = jnp.where(ok, num / jnp.sqrt(jnp.where(ok, den, jnp.ones_like(den))), 0.0)
+        value = safe_divide(num, jnp.sqrt(jnp.where(ok, den, jnp.zeros_like(den))))
         return jnp.where(on > 0, value, -jnp.inf)
 
     return jax.vmap(one)(h, g, jnp.diagonal(m), mask)
@@ -322,8 +273,7 @@ def _linear_cka(reference, y: jax.Array) -> jax.Array:
         k = y @ y.T
         cross, self_ = jnp.sum(side * k), jnp.sum(k * k)
     den = pxx * self_
-    ok = den > 0
-    return jnp.where(ok, cross / jnp.sqrt(jnp.where(ok, den, jnp.ones_like(den))), 0.0)
+    return safe_divide(cross, jnp.sqrt(jnp.where(den > 0, den, jnp.zeros_like(den))))
 
 
 @partial(jax.jit, static_argnames=("arch", "index", "names", "kernel", "debiased", "sigma",
@@ -530,79 +480,114 @@ def check_options(compare: str, kernel: str, chunk_size: int, greedy: str = "rec
         raise ValueError(f"compare must be one of {COMPARES}, got {compare!r}")
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
 
 
+@dataclass(frozen=True)
+class CKAConfig:
+    """Options of greedy CKA pruning (plain data, validated, hashable).
+
+    ``fraction``: share of a layer's kept units to remove, in [0, 1) (``None`` with a
+    ``floor``: as many as the floor allows); ``floor``: the lowest CKA a removal may reach,
+    in (0, 1]; ``compare``, ``kernel`` (``"linear"``/``"rbf"``, bandwidth ``sigma`` × median
+    distance) and ``debiased`` choose the score (module docstring); ``direction`` and
+    ``layers`` the layers visited (default: every layer up to the readout); ``chunk_size``:
+    candidates per vectorised call; ``greedy``: ``"recompute"`` or ``"once"``;
+    ``sequential``: run the one-candidate-at-a-time twin.
+    """
+
+    fraction: float | None = 0.5
+    floor: float | None = None
+    compare: str = "layer"
+    kernel: str = "linear"
+    debiased: bool = False
+    sigma: float | None = None
+    direction: str = "bottom-up"
+    layers: tuple[str, ...] | None = None
+    chunk_size: int = 16
+    greedy: str = "recompute"
+    sequential: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, str | list):
+            object.__setattr__(self, "layers", tuple(
+                [self.layers] if isinstance(self.layers, str) else self.layers))
+        if self.sigma is not None:
+            object.__setattr__(self, "sigma", float(self.sigma))
+        check_fraction(self.fraction, allow_none=self.floor is not None)
+        check_floor(self.floor)
+        check_options(self.compare, self.kernel, self.chunk_size, self.greedy)
+        check_direction(self.direction)
+
+    @property
+    def score(self) -> dict[str, Any]:
+        """The options that define a candidate's score (what the scorers take)."""
+        return {"compare": self.compare, "kernel": self.kernel, "debiased": self.debiased,
+                "sigma": self.sigma}
+
+
+def _prune_one(arch: Architecture, params: Params, x: jax.Array, config: CKAConfig,
+               masks, seed: int | None, progress: bool) -> PruneResult:
+    t0 = time.perf_counter()
+    names = layers_in_order(arch, config.layers, config.direction)
+    for name in names:
+        compared_layers(arch, arch.index(name), config.compare)
+    tie_rtol = TIE_ULPS * float(jnp.finfo(x.dtype).eps)
+    current = start_masks(arch, masks)
+    refs = activations(arch, params, device_masks(current, x.dtype), x)
+    scored = preactivation_refs(arch, params, x, current, names) \
+        if config.compare == "preact" else refs
+    trace = []
+    for name in tqdm(names, desc="CKA layers", disable=not progress, leave=False):
+        scorer = make_scorer(arch, params, x, current, name, scored,
+                             chunk_size=config.chunk_size, sequential=config.sequential,
+                             **config.score)
+        steps = n_to_remove(int(current[name].sum()), config.fraction)
+        current[name], order, scores, removed = greedy_removal(
+            scorer, current[name], steps, config.floor, tie_rtol, progress,
+            desc=f"CKA {name}", once=config.greedy == "once")
+        trace.append(LayerTrace(name, order, scores, removed,
+                                note=f"CKA ({config.compare}) after each removal"))
+    final = activations(arch, params, device_masks(current, x.dtype), x)
+    readout = arch.readout_layer
+    final_score = geometry.cka(refs[readout], final[readout], config.kernel, config.debiased,
+                               config.sigma)
+    return PruneResult(
+        method="cka", masks=current, widths=arch.widths,
+        compression_rate=compression_rate(arch, current), trace=trace,
+        direction=config.direction, threshold=config.floor, baseline_score=1.0,
+        final_score=float(final_score), seed=seed, wall_time_s=time.perf_counter() - t0,
+        config={**config.score, "greedy": config.greedy, "fraction": config.fraction,
+                "layers": names, "stimuli": int(x.shape[0]), "sequential": config.sequential})
+
+
+@stackable
 def cka_prune(
     arch: Architecture,
     params: Params,
     x: Any,
+    config: CKAConfig | None = None,
     *,
-    layers: str | Sequence[str] | None = None,
-    fraction: float | None = 0.5,
-    floor: float | None = None,
-    compare: str = "layer",
-    kernel: str = "linear",
-    debiased: bool = False,
-    sigma: float | None = None,
     masks: Mapping[str, Any] | None = None,
-    direction: str = "bottom-up",
-    chunk_size: int = 16,
-    sequential: bool = False,
-    greedy: str = "recompute",
     seed: int | None = None,
     progress: bool = False,
+    **options: Any,
 ) -> PruneResult:
-    """Greedy CKA pruning of ``layers`` (default: every layer up to the readout) of one network.
+    """Greedy CKA pruning of one network (``stacked=True``: of every seed of stacked
+    params, one result each; see :func:`jaxprune.search._common.stackable`).
 
-    ``x``: stimuli ``[n, *input_shape]``. Each layer loses ``round(fraction · kept)`` of its
-    kept units (``fraction`` in [0, 1); ``None`` with a ``floor``: as many as the floor allows),
-    stopping early before a removal whose CKA would be below ``floor`` (in (0, 1]). ``compare``,
-    ``kernel`` (``"linear"``/``"rbf"``, bandwidth ``sigma`` × median distance) and ``debiased``
-    choose the score (module docstring); ``masks`` are the starting masks (default: none).
-    ``sequential=True`` runs the one-candidate-at-a-time twin. ``greedy``: ``"recompute"``
-    (re-score after every removal) or ``"once"`` (score once per layer). The trace of a layer
-    holds the chosen units and the CKA after each removal (``"once"``: each unit's CKA alone;
-    with ``floor``: plus the first refused one); ``final_score`` is the CKA of the readout,
-    original vs pruned.
+    ``x``: stimuli ``[n, *input_shape]``; ``config``: a :class:`CKAConfig`, whose fields
+    ``options`` override (``cka_prune(..., fraction=0.3)``); ``masks``: the starting masks
+    (default: none). Each layer loses
+    ``round(fraction · kept)`` of its kept units, stopping early before a removal whose CKA
+    would be below ``floor``. The trace of a layer holds the chosen units and the CKA after
+    each removal (``"once"``: each unit's CKA alone; with ``floor``: plus the first refused
+    one); ``final_score`` is the CKA of the readout, original vs pruned.
     """
-    t0 = time.perf_counter()
-    check_fraction(fraction, allow_none=floor is not None)
-    check_floor(floor)
-    check_options(compare, kernel, chunk_size, greedy)
-    names = resolve_layers(arch, layers, direction)
-    for name in names:
-        compared_layers(arch, arch.index(name), compare)
-    x = stimuli(arch, x, 4 if debiased else 3)
-    tie_rtol = TIE_ULPS * float(jnp.finfo(x.dtype).eps)
-    current = start_masks(arch, masks)
-    refs = activations(arch, params, device_masks(current, x.dtype), x)
-    scored = preactivation_refs(arch, params, x, current, names) if compare == "preact" \
-        else refs
-    options = dict(compare=compare, kernel=kernel, debiased=debiased, sigma=sigma)
-    trace = []
-    for name in tqdm(names, desc="CKA layers", disable=not progress, leave=False):
-        scorer = make_scorer(arch, params, x, current, name, scored, chunk_size=chunk_size,
-                             sequential=sequential, **options)
-        steps = n_to_remove(int(current[name].sum()), fraction)
-        current[name], order, scores, removed = greedy_removal(
-            scorer, current[name], steps, floor, tie_rtol, progress, desc=f"CKA {name}",
-            once=greedy == "once")
-        trace.append(LayerTrace(name, order, scores, removed,
-                                note=f"CKA ({compare}) after each removal"))
-    final = activations(arch, params, device_masks(current, x.dtype), x)
-    readout = arch.readout_layer
-    return PruneResult(
-        method="cka", masks=current, widths=arch.widths,
-        compression_rate=compression_rate(arch, current), trace=trace, direction=direction,
-        threshold=floor, baseline_score=1.0,
-        final_score=float(geometry.cka(refs[readout], final[readout], kernel, debiased, sigma)),
-        seed=seed, wall_time_s=time.perf_counter() - t0,
-        config={**options, "greedy": greedy, "fraction": fraction, "layers": names,
-                "stimuli": int(x.shape[0]),
-                "sequential": sequential},
-    )
+    config = dataclasses.replace(config or CKAConfig(), **options)
+    x = stimuli(arch, x, 4 if config.debiased else 3)
+    return _prune_one(arch, params, x, config, masks, seed, progress)
 
 
 def cka_prune_layer(arch: Architecture, params: Params, x: Any, layer: str,
@@ -624,28 +609,29 @@ def candidate_cka(
     masks: Mapping[str, Any] | None = None,
     *,
     reference_masks: Mapping[str, Any] | None = None,
-    sequential: bool = False,
-    chunk_size: int = 16,
-    **options,
+    config: CKAConfig | None = None,
+    **options: Any,
 ) -> np.ndarray:
     """CKA of removing each unit of ``layer`` from the network under ``masks`` → ``[width]``
     (``-inf`` for units already removed), against the network under ``reference_masks``
-    (default: ``masks``). ``options``: ``compare``, ``kernel``, ``debiased``, ``sigma``."""
-    check_options(options.get("compare", "layer"), options.get("kernel", "linear"), chunk_size)
+    (default: ``masks``). ``config``/``options``: the score (``compare``, ``kernel``,
+    ``debiased``, ``sigma``), ``chunk_size`` and ``sequential`` of a :class:`CKAConfig`."""
+    config = dataclasses.replace(config or CKAConfig(), **options)
     arch.index(layer)
-    x = stimuli(arch, x, 4 if options.get("debiased") else 3)
+    x = stimuli(arch, x, 4 if config.debiased else 3)
     current = start_masks(arch, masks)
     reference = current if reference_masks is None else start_masks(arch, reference_masks)
     refs = preactivation_refs(arch, params, x, reference, [layer]) \
-        if options.get("compare") == "preact" \
+        if config.compare == "preact" \
         else activations(arch, params, device_masks(reference, x.dtype), x)
-    scorer = make_scorer(arch, params, x, current, layer, refs, chunk_size=chunk_size,
-                         sequential=sequential, **options)
+    scorer = make_scorer(arch, params, x, current, layer, refs, chunk_size=config.chunk_size,
+                         sequential=config.sequential, **config.score)
     return scorer(current[layer])
 
 
 __all__ = [
     "COMPARES",
+    "CKAConfig",
     "KERNELS",
     "candidate_cka",
     "cka_prune",

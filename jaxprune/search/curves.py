@@ -19,16 +19,10 @@ import numpy as np
 
 from jaxprune.masks import full_masks
 from jaxprune.models import Architecture, Params, linear, transition
-from jaxprune.models.network import channel_last
+from jaxprune.models.network import channel_last, preactivations, readout_from
+from jaxprune.search._common import layer_poz, poz_ranking
 from jaxprune.search.fit import Fit, class_average, make_fit
-from jaxprune.search.poz import (
-    PoZConfig,
-    _orders_of,
-    _poz_values,
-    check_inputs,
-    preactivations,
-    readout_from,
-)
+from jaxprune.search.poz import PoZConfig, check_inputs
 
 DEFAULT_LEVELS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
@@ -177,7 +171,7 @@ def fraction_curve(
     target = None if target_rsm is None else jnp.asarray(target_rsm, jnp.float32)
     pre, fit, baseline = _setup(arch, params, x, target, metric, rsm_method, average)
     a = jax.nn.relu(pre[index])
-    orders = _orders_of(_poz_values((pre[index],), 0.0)[0])
+    orders = poz_ranking(layer_poz((pre[index],), 0.0)[0])
     seeds = len(orders)
     layer_masks = np.stack([
         _removal_masks(width, removed, orders[s][0], n_random,

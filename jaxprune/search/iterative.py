@@ -1,4 +1,5 @@
-"""Iterative pruning with fine-tuning, and the entry point of ``jaxprune prune``.
+"""Iterative pruning with fine-tuning (the job behind ``jaxprune prune --method ...`` is
+:func:`jaxprune.pipeline.iterative_job`).
 
 Iteration ``t = 1 … J``: every network (one per seed) loses ``round(fraction · kept)`` of the
 kept units of each pruned layer (CKA, L1, random or PoZ, :func:`prune_units`; a search
@@ -30,10 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxprune.masks import compression_rate
+from jaxprune.masks import compression_rate, full_masks
 from jaxprune.models import Architecture, Params, apply, seed_slice
+from jaxprune.search._common import layers_in_order
 from jaxprune.search.baselines import METHODS, prune_units
-from jaxprune.search.cka import check_fraction, layerwise_cka, resolve_layers
+from jaxprune.search.cka import check_fraction, layerwise_cka
 from jaxprune.search.result import PruneResult, to_jsonable
 from jaxprune.train import TrainConfig, fine_tune, is_stacked
 
@@ -56,30 +58,6 @@ class Splits:
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
     name: str = ""
-
-    @classmethod
-    def load(
-        cls,
-        name: str = "mnist",
-        data_dir: str | None = None,
-        *,
-        n_train: int | None = None,
-        n_test: int | None = None,
-        flatten: bool = True,
-    ) -> Splits:
-        """The first ``n_train``/``n_test`` images of a data set of :mod:`jaxprune.data`,
-        normalised (``ImageDataset.float_images``) and, with ``flatten``, as ``[n, h·w·c]``."""
-        from jaxprune.data import load_dataset
-
-        def arrays(split, n):
-            ds = load_dataset(name, split, data_dir)
-            ds = ds if n is None else ds.take(n)
-            x = ds.float_images()
-            return (x.reshape(len(x), -1) if flatten else x), ds.labels
-
-        x_train, y_train = arrays("train", n_train)
-        x_test, y_test = arrays("test", n_test)
-        return cls(x_train, y_train, x_test, y_test, name=name)
 
 
 @dataclass(frozen=True)
@@ -179,12 +157,12 @@ def iterative_prune(
     if len(seeds) != n_seeds or (train is not None and len(train.seeds) != n_seeds):
         raise ValueError(f"{n_seeds} networks but seeds {seeds}"
                          + ("" if train is None else f" and train.seeds {train.seeds}"))
-    names = resolve_layers(arch, config.layers)
+    names = layers_in_order(arch, config.layers)
     x_search = (data.x_train if config.stimuli_split == "train" else data.x_test)[
         : config.stimuli]
     x_probe = data.x_test[: config.probe]
     val = None if data.x_val is None else (data.x_val, data.y_val)
-    current = {layer.name: np.ones((n_seeds, layer.width), np.float32) for layer in arch.layers}
+    current = {k: np.array(v) for k, v in full_masks(arch, n_seeds).items()}
     for k, v in (masks or {}).items():
         current[k] = np.broadcast_to(np.asarray(v, np.float32), current[k].shape).copy()
     original = params
@@ -261,46 +239,6 @@ def summarize(
     return rows
 
 
-def prune_command(
-    arch: Architecture,
-    params: Params,
-    data: Splits | str,
-    method: str,
-    fraction: float,
-    *,
-    iterations: int = 1,
-    fine_tune_config: TrainConfig | None = None,
-    layers: Sequence[str] | None = None,
-    stimuli: int = 512,
-    stimuli_split: str = "train",
-    probe: int = 1000,
-    seeds: Sequence[int] | None = None,
-    data_dir: str | None = None,
-    progress: bool = True,
-    **options: Any,
-) -> dict[str, Any]:
-    """What ``jaxprune prune --method cka|l1|random|poz`` runs; returns JSON-able data.
-
-    ``params``: one network or stacked seeds; ``data``: :class:`Splits` or a data set name for
-    :meth:`Splits.load` (with ``data_dir``). One-shot pruning by default; ``iterations > 1``
-    and/or ``fine_tune_config`` give the iterative loop. ``options`` go to the method (CKA:
-    ``compare``, ``kernel``, ``debiased``, ``sigma``, ``floor``, ``chunk_size``). Returns
-    ``{"config", "seeds", "records", "summary", "masks", "prunes"}``: the records of every
-    iteration, their mean ± sd over seeds, the final masks ``{layer: [S][width]}`` and every
-    :class:`PruneResult`.
-    """
-    if isinstance(data, str):
-        data = Splits.load(data, data_dir, flatten=len(arch.input_shape) == 1)
-    config = IterativeConfig(method, fraction, iterations, None if layers is None
-                             else tuple(layers), stimuli, probe, dict(options),
-                             stimuli_split=stimuli_split)
-    result = iterative_prune(arch, params, data, config, fine_tune_config, seeds=seeds,
-                             progress=progress)
-    out = result.to_dict()
-    out["summary"] = summarize(result.records)
-    return out
-
-
 __all__ = [
     "RECORD_FIELDS",
     "IterativeConfig",
@@ -308,6 +246,5 @@ __all__ = [
     "Splits",
     "iterative_prune",
     "predictions",
-    "prune_command",
     "summarize",
 ]

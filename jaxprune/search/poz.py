@@ -49,10 +49,16 @@ from jaxprune.models.network import (  # noqa: F401  (preactivations etc. were d
 )
 from jaxprune.models.residual import candidate_flops_residual, is_residual
 from jaxprune.provenance import check_identity, fingerprint, identity
+from jaxprune.search._common import (
+    DIRECTIONS,
+    check_direction,
+    check_stimuli,
+    layer_poz,
+    layers_in_order,
+    poz_ranking,
+)
 from jaxprune.search.fit import Fit, check_labels, class_average, make_fit
 from jaxprune.search.result import LayerTrace, PruneResult, write_json
-
-DIRECTIONS = ("bottom-up", "top-down")
 
 
 @dataclass(frozen=True)
@@ -115,8 +121,7 @@ def check_inputs(
     labels: np.ndarray | None = None,
 ) -> list[str]:
     """Validate a search before any work; returns the layers to prune in visiting order."""
-    if config.direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {config.direction!r}")
+    check_direction(config.direction)
     if config.threshold is not None and not 0.0 < config.threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {config.threshold}")
     if config.rank not in ("once", "recompute"):
@@ -126,29 +131,14 @@ def check_inputs(
     if not config.chunk_flops > 0:
         raise ValueError(f"chunk_flops must be positive, got {config.chunk_flops}")
     shape = tuple(np.shape(x))
-    if shape[1:] != tuple(arch.input_shape) and not (
-        len(arch.input_shape) == 1 and int(np.prod(shape[1:])) == arch.input_shape[0]
-    ):
-        raise ValueError(
-            f"stimuli have shape {shape}; {arch.family} expects "
-            f"[n, {', '.join(map(str, arch.input_shape))}]"
-        )
-    if shape[0] < 3:
-        raise ValueError(f"a representational similarity needs at least 3 stimuli, got {shape[0]}")
+    check_stimuli(arch, shape)
     rows = shape[0]
     if config.class_means:
         rows = class_average(check_labels(labels, shape[0])).shape[0]
     if target_rsm is not None and np.shape(target_rsm) != (rows, rows):
         what = f"{rows} classes" if config.class_means else f"{rows} stimuli"
         raise ValueError(f"target RSM has shape {np.shape(target_rsm)} but there are {what}")
-    readout = arch.index(arch.readout_layer)
-    names = list(config.layers) if config.layers is not None else list(
-        arch.layer_names[: readout + 1])
-    for name in names:
-        if arch.index(name) > readout:
-            raise ValueError(f"layer {name!r} is above the readout {arch.readout_layer!r}")
-    names.sort(key=arch.index, reverse=config.direction == "top-down")
-    return names
+    return layers_in_order(arch, config.layers, config.direction)
 
 
 # ----------------------------------------------------------------------------- pure pieces
@@ -178,20 +168,10 @@ def chunk_for(arch: Architecture, index: int, n: int, config: PoZConfig) -> int:
     return int(min(chunk, config.chunk_size, max(1, arch.layers[index].width - 1)))
 
 
-@partial(jax.jit, static_argnums=1)
-def _poz(acts: jax.Array, eps: float) -> jax.Array:
-    return geometry.poz(acts, eps=eps, conv=acts.ndim == 4)
-
-
-def _orders_of(values: jax.Array) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per seed (rows of ``values [S, width]``), units by decreasing PoZ (ties: lower index
-    first) and the PoZ values."""
-    return [(np.argsort(-v, kind="stable"), v) for v in np.asarray(values)]
-
-
 def poz_order(acts: jax.Array, eps: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Unit indices by decreasing PoZ (ties: lower index first) and the PoZ values."""
-    return _orders_of(_poz(acts, eps)[None])[0]
+    """Unit indices by decreasing PoZ (ties: lower index first) and the PoZ values of
+    post-ReLU activations ``acts [n, ..., width]``."""
+    return poz_ranking(geometry.poz(acts, eps=eps, conv=acts.ndim == 4)[None])[0]
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -251,15 +231,9 @@ def _make_fits(readouts, target_rsm, average, metric, rsm_method) -> Fit:
     return jax.vmap(lambda r: make_fit(r, **options))(readouts)
 
 
-@partial(jax.jit, static_argnums=1)
-def _poz_values(zs: tuple[jax.Array, ...], eps: float) -> tuple[jax.Array, ...]:
-    """PoZ ``[S, width]`` of ``relu(z)`` for each pre-activation ``z [S, n, ...]``."""
-    return tuple(jax.vmap(lambda zz: _poz(jax.nn.relu(zz), eps))(z) for z in zs)
-
-
 def _orders(z: jax.Array, eps: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per seed, :func:`poz_order` of ``relu(z)`` (``z``: ``[S, n, ...]``), in one call."""
-    return _orders_of(_poz_values((z,), eps)[0])
+    return poz_ranking(layer_poz((z,), eps)[0])
 
 
 class _State:
@@ -285,8 +259,8 @@ class _State:
             self.threshold = self.baseline.copy()
         self.orders = {}
         if config.rank == "once":
-            values = _poz_values(tuple(self.pre.values()), config.poz_eps)
-            self.orders = {j: _orders_of(v) for j, v in zip(self.pre, values, strict=True)}
+            values = layer_poz(tuple(self.pre.values()), config.poz_eps)
+            self.orders = {j: poz_ranking(v) for j, v in zip(self.pre, values, strict=True)}
 
     def layer_input(self, index: int) -> jax.Array:
         """Pre-activation of layer ``index`` under the current masks (cached, recomputed from
