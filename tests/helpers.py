@@ -18,6 +18,33 @@ SMALL_NETWORKS = {
 }
 
 
+def numpy_params(arch, seed: int = 0, *, scale: str = "normal", dtype=np.float32):
+    """Arrays shaped like ``init_params(arch, ...)``, drawn with NumPy (no XLA compilation):
+    standard normal, or (``scale="fan_in"``) ``U(-1, 1) / sqrt(fan_in)``."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda: models.init_params(arch, jax.random.key(0)))
+
+    def draw(s):
+        if scale == "normal":
+            return rng.standard_normal(s.shape).astype(dtype)
+        return (rng.uniform(-1, 1, s.shape) / np.sqrt(np.prod(s.shape[:-1]) or 1)).astype(dtype)
+
+    return jax.tree.map(draw, shapes)
+
+
+def numpy_stimuli(arch, seed: int = 0, n: int = 40, dtype=np.float32) -> np.ndarray:
+    """``[n, *input_shape]`` standard normal stimuli drawn with NumPy."""
+    return np.random.default_rng(seed).normal(size=(n, *arch.input_shape)).astype(dtype)
+
+
+def assert_trees_equal(a, b) -> None:
+    """Same tree structure, dtypes and values, leaf by leaf."""
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert np.asarray(u).dtype == np.asarray(v).dtype
+        np.testing.assert_array_equal(u, v)
+
+
 def small_network(name: str, seed: int = 0):
     """``(arch, params, x)``: a small ``name`` network with random weights and 40 stimuli."""
     arch = models.architecture(name, **SMALL_NETWORKS[name])

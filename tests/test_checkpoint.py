@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import assert_trees_equal, numpy_params
 
 import jaxprune
 from jaxprune import checkpoint as ckpt
@@ -19,10 +20,7 @@ ARCH = architecture("lenet5_mnist", **CONFIG)
 
 
 def random_params(seed=0, arch=ARCH):
-    """Arrays shaped like ``init_params(arch, ...)`` (NumPy random: no XLA compilation)."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda: init_params(arch, jax.random.key(0)))
-    return jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(np.float32), shapes)
+    return numpy_params(arch, seed)
 
 
 def stacked_params(seeds=(0, 1)):
@@ -44,13 +42,6 @@ def metadata():
         "network": {"name": "lenet5_mnist", "config": CONFIG},
         "train_config": TrainConfig(seeds=(0, 1)).to_dict(),
     }
-
-
-def assert_trees_equal(a, b):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        assert np.asarray(u).dtype == np.asarray(v).dtype
-        np.testing.assert_array_equal(u, v)
 
 
 def test_round_trip_params_masks_metadata(tmp_path):

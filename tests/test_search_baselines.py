@@ -5,9 +5,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import numpy_params, numpy_stimuli
 
 from jaxprune.masks import compression_rate
-from jaxprune.models import architecture, init_params
+from jaxprune.models import architecture
 from jaxprune.search import (
     METHODS,
     incoming_l1,
@@ -22,13 +23,11 @@ CNN = architecture("lenet5_mnist", input_shape=(8, 8, 1), widths=(4, 5, 7, 6))
 
 
 def net(arch, seed):
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda: init_params(arch, jax.random.key(0)))
-    return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), jnp.float32), shapes)
+    return jax.tree.map(jnp.asarray, numpy_params(arch, seed))
 
 
 def stim(arch, seed, n=30):
-    return np.random.default_rng(seed).normal(size=(n, *arch.input_shape)).astype(np.float32)
+    return numpy_stimuli(arch, seed, n)
 
 
 def numpy_forward(params, x, masks):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import numpy_params, numpy_stimuli
 
 from jaxprune import geometry
 from jaxprune.masks import compression_rate
@@ -32,16 +33,11 @@ CNN = architecture("lenet5_mnist", input_shape=(8, 8, 1), widths=(4, 6, 12, 8))
 
 
 def net(arch, seed, dtype=np.float32):
-    """Parameters shaped as init_params's, drawn with NumPy (no XLA compilation)."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda: init_params(arch, jax.random.key(0)))
-    return jax.tree.map(
-        lambda s: jnp.asarray(rng.uniform(-1, 1, s.shape) / np.sqrt(np.prod(s.shape[:-1]) or 1),
-                              dtype), shapes)
+    return jax.tree.map(jnp.asarray, numpy_params(arch, seed, scale="fan_in", dtype=dtype))
 
 
 def stim(arch, seed, n=40, dtype=np.float32):
-    return np.random.default_rng(seed).normal(size=(n, *arch.input_shape)).astype(dtype)
+    return numpy_stimuli(arch, seed, n, dtype)
 
 
 def orders(result):
@@ -284,3 +280,26 @@ def test_ties_are_relative_so_float32_choices_follow_float64():
     r32 = cka_prune(arch, params32, x.astype(np.float32), **kwargs)
     assert r32.trace[0].order == r64.trace[0].order
     assert min(gaps) < 8 * np.finfo(np.float32).eps
+
+
+def test_cka_config_is_validated_hashable_data():
+    from jaxprune.search import CKAConfig
+
+    config = CKAConfig(fraction=0.3, layers=["fc1"], sigma=1)
+    assert config.layers == ("fc1",) and config.sigma == 1.0
+    assert hash(config) == hash(CKAConfig(fraction=0.3, layers=("fc1",), sigma=1.0))
+    assert config.score == {"compare": "layer", "kernel": "linear", "debiased": False,
+                            "sigma": 1.0}
+    for bad, match in [({"fraction": 1.0}, "fraction"), ({"floor": 0.0}, "floor"),
+                       ({"compare": "logits"}, "compare"), ({"kernel": "poly"}, "kernel"),
+                       ({"chunk_size": 0}, "chunk_size"), ({"greedy": "twice"}, "greedy"),
+                       ({"direction": "sideways"}, "direction"),
+                       ({"fraction": None}, "fraction")]:
+        with pytest.raises(ValueError, match=match):
+            CKAConfig(**bad)
+    assert CKAConfig(fraction=None, floor=0.9).fraction is None  # a floor alone may decide
+    # a config and keyword options are the same call
+    params, x = net(MLP, 0), stim(MLP, 1)
+    a = cka_prune(MLP, params, x, CKAConfig(fraction=0.25, compare="readout"))
+    b = cka_prune(MLP, params, x, fraction=0.25, compare="readout")
+    assert orders(a) == orders(b) and a.config == b.config

@@ -1,4 +1,14 @@
-"""Networks: architectures as data, a pure forward pass, Flax NNX modules, a registry."""
+"""Networks: architectures as data, a pure forward pass, Flax NNX modules, a registry.
+
+**The seed axis.** Many independently initialised networks of one architecture are stacked
+on a leading axis ``S`` of every parameter leaf (:func:`init_stack`; :func:`seed_slice` takes
+one out, :func:`~jaxprune.models.network.seed_count` counts them); their unit masks are
+shared ``{layer: [width]}`` or per seed ``{layer: [S, width]}``. Every public search takes one
+network by default and stacked seeds with ``stacked=True``, returning one result per seed
+(:func:`~jaxprune.search.poz_search`, :func:`~jaxprune.search.fraction_curve`,
+:func:`~jaxprune.search.cka_prune` and the baselines); training always works on a stack
+(``TrainConfig.seeds``), given one network to copy or a stack to continue.
+"""
 
 from __future__ import annotations
 

@@ -131,6 +131,31 @@ def _masks_of(results: Sequence[PruneResult]) -> dict[str, np.ndarray]:
     return {k: np.stack([r.masks[k] for r in results]) for k in results[0].masks}
 
 
+def _records(arch, data, x_probe, seeds, names, method, t, params, original, current,
+             reference, before, times) -> list[dict[str, Any]]:
+    """The records (module docstring) of iteration ``t``, one per seed; ``times`` is
+    ``(search_s per seed, fine_tune_s, fine_tune_epochs)``."""
+    after = predictions(arch, params, current, data.x_test)
+    total = sum(arch.widths[k] for k in names)
+    rows = []
+    for s, seed in enumerate(seeds):
+        m = {k: v[s] for k, v in current.items()}
+        lc = layerwise_cka(arch, x_probe, seed_slice(params, s), m, seed_slice(original, s))
+        kept = {k: int(v.sum()) for k, v in m.items()}
+        rows.append({
+            "method": method, "iteration": t, "seed": seed, "kept": kept,
+            "kept_fraction": sum(kept[k] for k in names) / total,
+            "compression_rate": compression_rate(arch, m),
+            "test_accuracy": float(np.mean(after[s] == data.y_test)),
+            "agreement": float(np.mean(after[s] == reference[s])),
+            "test_accuracy_pruned": float(np.mean(before[s] == data.y_test)),
+            "agreement_pruned": float(np.mean(before[s] == reference[s])),
+            "layer_cka": lc, "readout_cka": lc[arch.readout_layer],
+            "search_s": times[0], "fine_tune_s": times[1], "fine_tune_epochs": times[2],
+        })
+    return rows
+
+
 def iterative_prune(
     arch: Architecture,
     params: Params,
@@ -167,30 +192,12 @@ def iterative_prune(
         current[k] = np.broadcast_to(np.asarray(v, np.float32), current[k].shape).copy()
     original = params
     reference = predictions(arch, params, current, data.x_test)
-    total = sum(arch.widths[k] for k in names)
 
-    def record(t, method, params, before, pre_s, ft_s, epochs):
-        after = predictions(arch, params, current, data.x_test)
-        rows = []
-        for s, seed in enumerate(seeds):
-            m = {k: v[s] for k, v in current.items()}
-            lc = layerwise_cka(arch, x_probe, seed_slice(params, s), m,
-                               seed_slice(original, s))
-            kept = {k: int(v.sum()) for k, v in m.items()}
-            rows.append({
-                "method": method, "iteration": t, "seed": seed, "kept": kept,
-                "kept_fraction": sum(kept[k] for k in names) / total,
-                "compression_rate": compression_rate(arch, m),
-                "test_accuracy": float(np.mean(after[s] == data.y_test)),
-                "agreement": float(np.mean(after[s] == reference[s])),
-                "test_accuracy_pruned": float(np.mean(before[s] == data.y_test)),
-                "agreement_pruned": float(np.mean(before[s] == reference[s])),
-                "layer_cka": lc, "readout_cka": lc[arch.readout_layer],
-                "search_s": pre_s / n_seeds, "fine_tune_s": ft_s, "fine_tune_epochs": epochs,
-            })
-        return rows
+    def record(t, params, before, search_s, ft_s, epochs):
+        return _records(arch, data, x_probe, seeds, names, config.method, t, params, original,
+                        current, reference, before, (search_s / n_seeds, ft_s, epochs))
 
-    records = record(0, config.method, params, reference, 0.0, 0.0, 0)
+    records = record(0, params, reference, 0.0, 0.0, 0)
     prunes: list[list[PruneResult]] = []
     for t in tqdm(range(1, config.iterations + 1), desc=f"iterative {config.method}",
                   disable=not progress, leave=False):
@@ -209,8 +216,7 @@ def iterative_prune(
             tuned = fine_tune(arch, params, current, data.x_train, data.y_train, train, val=val,
                               progress=progress, verbose=False)
             params, epochs = tuned.params, tuned.epochs_run
-        records += record(t, config.method, params, before, search_s,
-                          time.perf_counter() - t0, epochs)
+        records += record(t, params, before, search_s, time.perf_counter() - t0, epochs)
         prunes.append(results)
     return IterativeResult(records, params, current, prunes, config, seeds)
 
