@@ -32,8 +32,8 @@ from _machine import finish, machine_info
 from jaxprune import checkpoint
 from jaxprune.data import load_dataset
 from jaxprune.models import architecture, seed_slice
+from jaxprune.pipeline.circuits import CircuitJob, image_sets
 from jaxprune.search.circuits import CircuitConfig, _chunk, default_levels, extract_circuits
-from jaxprune.search.circuits_job import CircuitJob, image_sets
 from jaxprune.search.result import write_json
 from jaxprune.train import TrainConfig, fit
 

@@ -33,9 +33,7 @@ import jaxprune
 from jaxprune import checkpoint
 from jaxprune.data import load_dataset
 from jaxprune.models import architecture
-from jaxprune.report import mean_sd
-from jaxprune.search.circuits import CircuitConfig, default_levels
-from jaxprune.search.circuits_job import (
+from jaxprune.pipeline.circuits import (
     CircuitJob,
     image_sets,
     overlap_summary,
@@ -43,6 +41,8 @@ from jaxprune.search.circuits_job import (
     run_all,
     summarize,
 )
+from jaxprune.report import mean_sd
+from jaxprune.search.circuits import CircuitConfig, default_levels
 from jaxprune.search.result import to_jsonable, write_json
 from jaxprune.train import TrainConfig, fit
 

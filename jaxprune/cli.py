@@ -177,8 +177,8 @@ def _curve(args: argparse.Namespace) -> dict[str, Any]:
 
 def _circuits(args: argparse.Namespace) -> dict[str, Any]:
     from jaxprune import report
+    from jaxprune.pipeline.circuits import CircuitJob, circuits_command
     from jaxprune.search.circuits import CircuitConfig, default_levels
-    from jaxprune.search.circuits_job import CircuitJob, circuits_command
 
     categories = None
     if args.categories != "all":

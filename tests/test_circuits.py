@@ -13,8 +13,8 @@ import pytest
 from jaxprune import checkpoint, models
 from jaxprune.cli import main
 from jaxprune.data import load_digits
+from jaxprune.pipeline.circuits import CircuitJob, circuits_command, image_sets
 from jaxprune.search import circuits as C
-from jaxprune.search.circuits_job import CircuitJob, circuits_command, image_sets
 from jaxprune.train import TrainConfig, fit
 
 LEVELS = (0.3, 0.6, 0.8, 0.9, 0.95)

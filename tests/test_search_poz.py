@@ -7,6 +7,7 @@ import pytest
 
 from jaxprune import geometry, models
 from jaxprune.masks import layer_flops
+from jaxprune.models.network import preactivations, readout_from, running_sum, unit_contribution
 from jaxprune.search.curves import fraction_curve
 from jaxprune.search.poz import (
     PoZConfig,
@@ -15,10 +16,6 @@ from jaxprune.search.poz import (
     poz_search,
     poz_search_directions,
     poz_search_sequential,
-    preactivations,
-    readout_from,
-    running_sum,
-    unit_contribution,
 )
 
 CASES = [  # (network config, stimuli, threshold, chunk size)

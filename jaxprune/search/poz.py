@@ -38,12 +38,11 @@ from jaxprune import geometry
 from jaxprune.masks import compression_rate, full_masks, jaccard, layer_flops
 from jaxprune.models import Architecture, Params, apply, seed_slice
 from jaxprune.models.arch import layer_geometry
-from jaxprune.models.network import (  # noqa: F401  (preactivations etc. were defined here)
+from jaxprune.models.network import (
     channel_last,
     consumer_state,
     preactivations,
     readout_after,
-    readout_from,
     running_sum,
     unit_contribution,
 )

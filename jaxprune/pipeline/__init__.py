@@ -1,6 +1,7 @@
 """End-to-end jobs the command line runs: train seeds, load them back, run the searches and
 curves, report. Each job checks its inputs before the long work and records what produced its
-results (:mod:`jaxprune.provenance`)."""
+results (:mod:`jaxprune.provenance`). The flow is cli → pipeline → search → geometry for
+every method; :mod:`jaxprune.pipeline.circuits` holds the category-circuits job."""
 
 from __future__ import annotations
 
