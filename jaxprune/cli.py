@@ -247,6 +247,10 @@ def _data_options(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--data-dir", metavar="DIR",
                    help="folder holding <data>/ raw files (default: $JAXPRUNE_DATA, then "
                         "../shared/data)")
+    p.add_argument("--data-source", choices=["auto", "local", "tfds"],
+                   help="where data come from: local files, else tensorflow-datasets (auto); "
+                        "files only; tensorflow-datasets only (downloading needs "
+                        "jaxprune[tfds]) (default: $JAXPRUNE_DATA_SOURCE, else auto)")
 
 
 def _add_run(sub) -> None:
@@ -401,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   formatter_class=_HelpFormatter)
         p.add_argument("--json", metavar="PATH", help="write machine-readable results here")
         p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.add_argument("--no-compile-cache", action="store_true",
+                       help="do not keep compiled programs in $JAXPRUNE_CACHE/xla (also: "
+                            "JAXPRUNE_NO_COMPILE_CACHE=1)")
         p.set_defaults(func=func)
         return p
 
@@ -429,6 +436,17 @@ def check_outputs(args: argparse.Namespace) -> None:
         check_folder_writable(args.out, "--out")
 
 
+def _setup(args: argparse.Namespace) -> None:
+    """Before any JAX work: the compilation cache and the data source the command uses."""
+    from jaxprune.data.datasets import set_default_source
+
+    set_default_source(getattr(args, "data_source", None))
+    if not args.no_compile_cache:
+        from jaxprune.compilation import enable_compile_cache
+
+        enable_compile_cache()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv``; returns the exit code (argparse's own errors: 2)."""
     try:
@@ -437,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         check_outputs(args)
+        _setup(args)
         result = args.func(args)
         if args.json:
             from jaxprune.search.result import write_json

@@ -13,7 +13,6 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 
 #: Bump when the meaning of saved results changes (v2: removed units are absent from fits).
@@ -27,6 +26,8 @@ class IdentityMismatch(ValueError):
 def fingerprint(*trees: Any) -> str:
     """A hash (hex, 128 bits) of the shapes, dtypes and values of every array in ``trees``
     (``None`` leaves count as absent)."""
+    import jax
+
     h = hashlib.blake2b(digest_size=16)
     for tree in trees:
         for leaf in jax.tree.leaves(tree):

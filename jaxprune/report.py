@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jaxprune.outputs import write_atomic
-from jaxprune.search.result import PruneResult
+
+if TYPE_CHECKING:  # importing jaxprune.search loads JAX, Flax and Orbax
+    from jaxprune.search.result import PruneResult
 
 
 def mean_sd(values: Sequence[float], digits: int = 2) -> str:

@@ -1,16 +1,25 @@
-"""tensorflow-datasets fallback, used only when no local files are found.
+"""tensorflow-datasets as a data source (`load_dataset(..., source="tfds")`).
 
-It needs a network (probed with one TCP connection; `JAXPRUNE_OFFLINE=1` skips it)
-and is not exercised by the offline test suite. It tries the TF-free random-access
-`tfds.data_source` first, then `tfds.load(..., batch_size=-1)` (which needs TensorFlow).
+Reads through the TF-free random-access `tfds.data_source` (array_record files under
+`$TFDS_DATA_DIR`, default `~/tensorflow_datasets`). A split prepared earlier is read without a
+network; otherwise the data are downloaded and prepared once, which the MNIST and CIFAR-10
+builders do through TensorFlow (`tf.io.gfile`): that needs the extra `jaxprune[tfds]`
+(tensorflow-cpu and importlib_resources). Downloads are attempted only when a TCP connection
+to the download host opens (`JAXPRUNE_OFFLINE=1` skips the probe and the download).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 
 import numpy as np
+
+INSTALL_HINT = "pip install 'jaxprune[tfds]'"
+
+#: Modules that preparing MNIST/CIFAR-10 with tensorflow-datasets needs besides tfds itself.
+PREPARE_MODULES = ("tensorflow", "importlib_resources")
 
 
 class TfdsUnavailable(RuntimeError):
@@ -29,37 +38,74 @@ def network_available(host: str = "storage.googleapis.com", port: int = 443,
     return True
 
 
-def load(name: str, splits: tuple[str, ...]) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
-    """(uint8 [n, h, w, c] images, int32 [n] labels, class names) for each split."""
-    if not network_available():
-        raise TfdsUnavailable("no network connection (or JAXPRUNE_OFFLINE is set)")
+def missing_modules() -> list[str]:
+    """The modules of `PREPARE_MODULES` (and tensorflow_datasets) that are not installed."""
+    names = ("tensorflow_datasets", *PREPARE_MODULES)
+    return [n for n in names if importlib.util.find_spec(n) is None]
+
+
+def import_tfds():
+    """The `tensorflow_datasets` module, or TfdsUnavailable naming the install command."""
     try:
         import tensorflow_datasets as tfds
     except Exception as e:  # broken installs raise all sorts
-        raise TfdsUnavailable(f"tensorflow-datasets is not importable ({e})") from e
+        raise TfdsUnavailable(f"tensorflow-datasets is not importable ({type(e).__name__}: "
+                              f"{e}); install it with {INSTALL_HINT}") from e
+    return tfds
+
+
+def load(name: str, splits: tuple[str, ...], *, offline_ok: bool = True,
+         ) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
+    """(uint8 [n, h, w, c] images, int32 [n] labels, class names) for each split.
+
+    offline_ok=False (the "auto" fallback) gives up at once when no network is reachable,
+    before importing tensorflow-datasets; otherwise prepared splits are read offline.
+    """
+    if not offline_ok and not network_available():
+        raise TfdsUnavailable("no network connection (or JAXPRUNE_OFFLINE is set)")
+    tfds = import_tfds()
     done: dict[str, tuple] = {}
     for split in splits:
         if split not in done:
-            done[split] = _load_split(tfds, name, split)
+            done[split] = _to_arrays(_open_split(tfds, name, split))
     return [done[s] for s in splits]
 
 
-def _load_split(tfds, name: str, split: str) -> tuple[np.ndarray, np.ndarray, tuple]:
-    errors = []
+def _open_split(tfds, name: str, split: str):
+    """The data source of a prepared split, downloading and preparing it when needed."""
     try:
-        source = tfds.data_source(name, split=split, download=True)
-        examples = [source[i] for i in range(len(source))]
-        images = np.stack([np.asarray(ex["image"], dtype=np.uint8) for ex in examples])
-        labels = np.array([int(ex["label"]) for ex in examples], dtype=np.int32)
-        names = tuple(source.dataset_info.features["label"].names)
-        return images, labels, names
-    except Exception as e:  # any failure: try the next way
-        errors.append(f"data_source: {type(e).__name__}: {e}")
+        return tfds.data_source(name, split=split, download=False)
+    except Exception as e:  # not prepared yet (or unreadable): prepare below
+        first = f"{type(e).__name__}: {e}"
+    missing = missing_modules()
+    if missing:
+        raise TfdsUnavailable(f"{name}/{split} is not prepared in the tensorflow-datasets folder "
+                              f"({first}) and preparing it needs {', '.join(missing)}, which "
+                              f"is not installed; install it with {INSTALL_HINT}")
+    if not network_available():
+        raise TfdsUnavailable(f"{name}/{split} is not prepared in the tensorflow-datasets folder "
+                              "and there is no network connection (or JAXPRUNE_OFFLINE is "
+                              "set) to download it")
     try:
-        ds, info = tfds.load(name, split=split, batch_size=-1, with_info=True)
-        arrays = tfds.as_numpy(ds)
-        names = tuple(info.features["label"].names)
-        return (arrays["image"].astype(np.uint8), arrays["label"].astype(np.int32), names)
-    except Exception as e:  # report both failures below
-        errors.append(f"load/as_numpy: {type(e).__name__}: {e}")
-    raise TfdsUnavailable(f"tfds could not load {name}/{split}: " + "; ".join(errors))
+        return tfds.data_source(name, split=split, download=True)
+    except ImportError as e:
+        raise TfdsUnavailable(f"preparing {name}/{split} needs the module {e.name!r} "
+                              f"({e}); install it with {INSTALL_HINT}") from e
+    except Exception as e:  # download or preparation failed
+        raise TfdsUnavailable(f"tfds could not download/prepare {name}/{split}: "
+                              f"{type(e).__name__}: {e}") from e
+
+
+def _to_arrays(source) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """All examples of a tfds data source as (images, labels, class names)."""
+    n = len(source)
+    if n == 0:
+        raise TfdsUnavailable("tensorflow-datasets returned an empty split")
+    try:  # one batched read; tfds.testing.mock_data's sources lack a working one
+        examples = source.__getitems__(list(range(n)))
+    except (AttributeError, TypeError):
+        examples = [source[i] for i in range(n)]
+    images = np.stack([np.asarray(ex["image"], dtype=np.uint8) for ex in examples])
+    labels = np.array([int(ex["label"]) for ex in examples], dtype=np.int32)
+    names = tuple(source.dataset_info.features["label"].names)
+    return images, labels, names

@@ -7,6 +7,8 @@ Where files are looked for (first match wins), for a data set `name`:
 inside each root, in `<root>/<name>/` and then in `<root>/` itself.
 If no local files are found, tensorflow-datasets is tried when a network is reachable
 (see `jaxprune.data._tfds`); the error then says which local files would work.
+`source="local"` never tries tensorflow-datasets, `source="tfds"` (CLI: --data-source tfds)
+reads only from it (preparing MNIST/CIFAR-10 needs `pip install 'jaxprune[tfds]'`).
 """
 
 from __future__ import annotations
@@ -223,6 +225,31 @@ def available_datasets() -> tuple[str, ...]:
     return tuple(sorted(_DATASETS))
 
 
+#: Values of `load_dataset(source=...)` and the CLI's --data-source.
+SOURCES = ("auto", "local", "tfds")
+
+
+_default_source: str | None = None
+
+
+def set_default_source(source: str | None) -> None:
+    """The source `load_dataset(source=None)` uses (the CLI's --data-source); None: unset."""
+    global _default_source
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"data source {source!r}; use one of {', '.join(SOURCES)}")
+    _default_source = source
+
+
+def data_source(source: str | None = None, download: bool = True) -> str:
+    """`source`, else `set_default_source`'s, else $JAXPRUNE_DATA_SOURCE, else "auto";
+    `download=False` turns "auto" into "local"."""
+    chosen = source or _default_source or os.environ.get("JAXPRUNE_DATA_SOURCE") or "auto"
+    if chosen not in SOURCES:
+        where = "source" if source or _default_source else "$JAXPRUNE_DATA_SOURCE"
+        raise ValueError(f"{where} is {chosen!r}; use one of {', '.join(SOURCES)}")
+    return "local" if chosen == "auto" and not download else chosen
+
+
 def load_dataset(
     name: str,
     split: str = "train",
@@ -230,39 +257,51 @@ def load_dataset(
     cache_dir: str | os.PathLike | None = None,
     *,
     download: bool = True,
+    source: str | None = None,
 ) -> ImageDataset:
     """One split of a named data set as an ImageDataset (uint8 NHWC, int32 labels).
 
     name: "mnist" ([n, 28, 28, 1]; 60,000 train / 10,000 test), "cifar10"
     ([n, 32, 32, 3]; 50,000 / 10,000; image-tree copies are ordered by class, then
     file name) or "digits" ([n, 8, 8, 1]; embedded, see `load_digits`).
-    Local files are searched as described in this module's docstring; if none are
-    found and `download` is true, tensorflow-datasets is tried when a network is
-    reachable. mean/std are always the train split's.
+    source: "auto" (local files as described in this module's docstring, else
+    tensorflow-datasets when a network is reachable), "local" (files only) or "tfds"
+    (tensorflow-datasets only; downloading needs `jaxprune[tfds]`); None: the one set by
+    `set_default_source` (the CLI's --data-source), else $JAXPRUNE_DATA_SOURCE, else
+    "auto". `download=False` makes "auto" mean "local". "digits" ignores it. mean/std
+    are always the train split's.
     """
     if name not in _DATASETS:
         raise ValueError(f"unknown data set {name!r}; available: {', '.join(available_datasets())}")
     spec = _DATASETS[name]
     if split not in spec.splits:
         raise ValueError(f"{name} has splits {list(spec.splits)}, not {split!r}")
+    source = data_source(source, download)
     if name == "digits":
         return load_digits(split)
     assert spec.local is not None and spec.tfds_name
-    raw = spec.local(split, data_dir, cache_dir)
+    raw = None if source == "tfds" else spec.local(split, data_dir, cache_dir)
     if raw is None:
-        tried = _folders(name, data_dir)
-        where = "\n".join(f"  {p}" for p in tried)
-        hint = (f"{name}: no local files found. Looked in:\n{where}\n"
-                f"for {spec.expected}.\nPut them in <data_dir>/{name}/ and pass "
-                f"--data-dir (data_dir= in Python), or set JAXPRUNE_DATA.")
-        if not download:
-            raise DataNotFoundError(hint + " (download=False: tensorflow-datasets not tried)")
-        try:
-            arrays = _tfds.load(spec.tfds_name, ("train", split))
-        except _tfds.TfdsUnavailable as e:
-            raise DataNotFoundError(f"{hint}\ntensorflow-datasets fallback failed: {e}") from e
-        (train_x, _, _), (images, labels, names) = arrays
-        mean, std = channel_stats(train_x)
-        raw = _Raw(images, labels, names, mean, std, f"tfds:{spec.tfds_name}/{split}")
+        raw = _from_tfds(spec, name, split, data_dir, source)
     return ImageDataset(raw.images, raw.labels, raw.class_names, f"{name}/{split}",
                         raw.mean, raw.std, file_names=raw.file_names, source=raw.source)
+
+
+def _from_tfds(spec: _Spec, name: str, split: str, data_dir, source: str) -> _Raw:
+    """`split` (and the train statistics) from tensorflow-datasets; errors say what to do."""
+    where = "\n".join(f"  {p}" for p in _folders(name, data_dir))
+    hint = (f"{name}: no local files found. Looked in:\n{where}\n"
+            f"for {spec.expected}.\nPut them in <data_dir>/{name}/ and pass "
+            f"--data-dir (data_dir= in Python), or set JAXPRUNE_DATA.")
+    if source == "local":
+        raise DataNotFoundError(hint + " (download=False or source 'local': "
+                                       "tensorflow-datasets not tried)")
+    try:
+        (train_x, _, _), (images, labels, names) = _tfds.load(
+            spec.tfds_name, ("train", split), offline_ok=source == "tfds")
+    except _tfds.TfdsUnavailable as e:
+        if source == "tfds":
+            raise DataNotFoundError(f"{name}/{split} from tensorflow-datasets: {e}") from e
+        raise DataNotFoundError(f"{hint}\ntensorflow-datasets fallback failed: {e}") from e
+    mean, std = channel_stats(train_x)
+    return _Raw(images, labels, names, mean, std, f"tfds:{spec.tfds_name}/{split}")
