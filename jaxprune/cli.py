@@ -248,9 +248,9 @@ def _data_options(p: argparse.ArgumentParser, required: bool = False) -> None:
                    help="folder holding <data>/ raw files (default: $JAXPRUNE_DATA, then "
                         "../shared/data)")
     p.add_argument("--data-source", choices=["auto", "local", "tfds"],
-                   help="where data come from: local files, else tensorflow-datasets (auto); "
-                        "files only; tensorflow-datasets only (downloading needs "
-                        "jaxprune[tfds]) (default: $JAXPRUNE_DATA_SOURCE, else auto)")
+                   help="auto: local files, else tensorflow-datasets; local: files only; "
+                        "tfds: tensorflow-datasets only (downloading needs jaxprune[tfds]); "
+                        "unset: $JAXPRUNE_DATA_SOURCE, else auto")
 
 
 def _add_run(sub) -> None:

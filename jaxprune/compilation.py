@@ -16,7 +16,8 @@ from pathlib import Path
 OPT_OUT_ENV = "JAXPRUNE_NO_COMPILE_CACHE"
 
 #: Programs that compile faster than this are not stored (JAX's default is 1 s; jaxprune's
-#: programs are small and many, so a lower bar pays).
+#: programs are small and many: with 1 s only 5 of the main prune job's programs were stored,
+#: with 0.1 s 10, with 0 35 (benchmarks/compile_cache.py)).
 MIN_COMPILE_SECONDS = 0.1
 
 #: Smallest entry stored, in bytes (0: any size, cheap since few entries are tiny).
@@ -36,13 +37,15 @@ def opted_out() -> bool:
 
 
 def enable_compile_cache(cache_dir: str | os.PathLike | None = None, *,
-                         min_compile_seconds: float = MIN_COMPILE_SECONDS,
-                         min_entry_bytes: int = MIN_ENTRY_BYTES) -> Path | None:
+                         min_compile_seconds: float | None = None,
+                         min_entry_bytes: int | None = None) -> Path | None:
     """Turn on JAX's persistent compilation cache; returns its folder, or None if off.
 
-    Off when opted out (``$JAXPRUNE_NO_COMPILE_CACHE``) or when the folder cannot be created
-    (then with a warning: the command runs as before, only compiling afresh). Call it before
-    the first JAX computation.
+    Programs compiling faster than ``min_compile_seconds`` (default `MIN_COMPILE_SECONDS`) or
+    smaller than ``min_entry_bytes`` (default `MIN_ENTRY_BYTES`) are not stored. Off when
+    opted out (``$JAXPRUNE_NO_COMPILE_CACHE``) or when the folder cannot be created (then with
+    a warning: the command runs as before, only compiling afresh). Call it before the first
+    JAX computation.
     """
     if opted_out():
         return None
@@ -57,6 +60,8 @@ def enable_compile_cache(cache_dir: str | os.PathLike | None = None, *,
                       f"it (set {OPT_OUT_ENV}=1 to silence this)", RuntimeWarning, stacklevel=2)
         return None
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", min_entry_bytes)
+    seconds = MIN_COMPILE_SECONDS if min_compile_seconds is None else min_compile_seconds
+    size = MIN_ENTRY_BYTES if min_entry_bytes is None else min_entry_bytes
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", seconds)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", size)
     return path

@@ -88,3 +88,41 @@ def test_bad_source_is_refused(monkeypatch):
     monkeypatch.setenv("JAXPRUNE_DATA_SOURCE", "nope")
     with pytest.raises(ValueError, match=r"\$JAXPRUNE_DATA_SOURCE is 'nope'"):
         load_dataset("mnist")
+
+
+def _idx(a: np.ndarray) -> bytes:
+    """An IDX file (big-endian dims after a uint8 type code) of a uint8 array."""
+    head = bytes([0, 0, 8, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+    return head + a.tobytes()
+
+
+def test_real_preparation_with_tensorflow(tfds_dir, tmp_path, monkeypatch):
+    """With jaxprune[tfds] installed: tfds' own MNIST builder prepares a (tiny, local) download
+    through TensorFlow, then the prepared split is read again without any network."""
+    for module in _tfds.PREPARE_MODULES:
+        pytest.importorskip(module, reason=f"needs {_tfds.INSTALL_HINT} ({module}; about 1.5 GB "
+                            "installed, so CI does not install it)")
+    from tensorflow_datasets.image_classification import mnist
+
+    rng = np.random.default_rng(0)
+    raw, n = tmp_path / "raw", {"train": 20, "t10k": 10}
+    raw.mkdir()
+    for prefix, count in n.items():
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            _idx(rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            _idx(rng.integers(0, 10, count, dtype=np.uint8)))
+    monkeypatch.setattr(mnist, "_TRAIN_EXAMPLES", n["train"])
+    monkeypatch.setattr(mnist, "_TEST_EXAMPLES", n["t10k"])
+    monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract",
+                        lambda self, urls: {k: str(raw / u.rsplit("/", 1)[1][:-3])
+                                            for k, u in urls.items()})
+    monkeypatch.setattr(_tfds, "network_available", lambda *a, **k: True)
+    ds = load_dataset("mnist", "test", data_dir=tfds_dir, source="tfds")
+    images = np.frombuffer((raw / "t10k-images-idx3-ubyte").read_bytes()[16:], np.uint8)
+    assert ds.images.shape == (10, 28, 28, 1) and ds.source == "tfds:mnist/test"
+    as_set = sorted(map(bytes, ds.images.reshape(10, -1)))  # tfds stores them shuffled
+    assert as_set == sorted(map(bytes, images.reshape(10, -1)))
+    monkeypatch.setattr(_tfds, "network_available", lambda *a, **k: pytest.fail("probed"))
+    again = load_dataset("mnist", "test", data_dir=tfds_dir, source="tfds")
+    assert np.array_equal(again.images, ds.images) and np.array_equal(again.labels, ds.labels)

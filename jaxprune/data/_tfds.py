@@ -73,8 +73,11 @@ def load(name: str, splits: tuple[str, ...], *, offline_ok: bool = True,
 
 def _open_split(tfds, name: str, split: str):
     """The data source of a prepared split, downloading and preparing it when needed."""
+    # $TFDS_DATA_DIR read now, not at tfds' import; array_record: the format data_source reads
+    where = {"data_dir": os.environ.get("TFDS_DATA_DIR") or None,
+             "builder_kwargs": {"file_format": "array_record"}}
     try:
-        return tfds.data_source(name, split=split, download=False)
+        return tfds.data_source(name, split=split, download=False, **where)
     except Exception as e:  # not prepared yet (or unreadable): prepare below
         first = f"{type(e).__name__}: {e}"
     missing = missing_modules()
@@ -87,7 +90,7 @@ def _open_split(tfds, name: str, split: str):
                               "and there is no network connection (or JAXPRUNE_OFFLINE is "
                               "set) to download it")
     try:
-        return tfds.data_source(name, split=split, download=True)
+        return tfds.data_source(name, split=split, download=True, **where)
     except ImportError as e:
         raise TfdsUnavailable(f"preparing {name}/{split} needs the module {e.name!r} "
                               f"({e}); install it with {INSTALL_HINT}") from e
