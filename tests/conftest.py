@@ -6,6 +6,10 @@ from pathlib import Path
 import jax
 import pytest
 
+# Commands run in tests (in process or in subprocesses) keep no compiled programs in the user's
+# cache; tests/test_compilation.py turns it on for its own subprocesses.
+os.environ.setdefault("JAXPRUNE_NO_COMPILE_CACHE", "1")
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
