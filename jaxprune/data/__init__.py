@@ -8,9 +8,13 @@
 - `load_similarity_set(name)`, `split_half_reliability()`: Peterson et al. (2018).
 - `batches`, `per_seed_batches`: device batches, optionally one data order per seed.
 - Decoded image data are cached on disk ($JAXPRUNE_CACHE, else ~/.cache/jaxprune).
+
+The batching names load `jaxprune.data.batching` (and with it JAX) on first use, so that the
+loaders and the command line's checks do not pay for JAX.
 """
 
-from .batching import batches, num_batches, per_seed_batches
+import importlib
+
 from .cache import CacheWarning, cache_root, clear_cache
 from .core import (
     DataFormatError,
@@ -71,3 +75,14 @@ __all__ = [
     "similarity_sets",
     "split_half_reliability",
 ]
+
+#: Loaded on first use: jaxprune.data.batching imports JAX.
+_LAZY = {"batches": "batching", "num_batches": "batching", "per_seed_batches": "batching",
+         "batching": None}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.batching")
+        return module if _LAZY[name] is None else getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
