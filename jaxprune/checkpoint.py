@@ -31,7 +31,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 import jaxprune
 from jaxprune.models.arch import Architecture, Layer
@@ -180,11 +179,18 @@ def _compare(name: str, saved: Mapping[str, Any], expected: Mapping[str, Any]) -
 # ---------------------------------------------------------------- save
 
 
-def _manager(path: Path, keep: int | None = None) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=False,
+def _ocp():
+    """``orbax.checkpoint``, imported on first use (it is slow to import)."""
+    import orbax.checkpoint
+
+    return orbax.checkpoint
+
+
+def _manager(path: Path, keep: int | None = None):
+    options = _ocp().CheckpointManagerOptions(max_to_keep=keep, create=False,
                                            enable_async_checkpointing=False,
                                            cleanup_tmp_directories=keep is not None)
-    return ocp.CheckpointManager(path, options=options)
+    return _ocp().CheckpointManager(path, options=options)
 
 
 def steps(path: str | Path) -> list[int]:
@@ -271,6 +277,7 @@ def save(
     with interrupts_deferred(), _manager(path, keep) as manager:
         latest = manager.latest_step()
         step = (0 if latest is None else latest + 1) if step is None else int(step)
+        ocp = _ocp()
         args = ocp.args.Composite(**{ARRAYS: ocp.args.StandardSave(jax.device_get(tree)),
                                      METADATA: ocp.args.JsonSave(header)})
         manager.save(step, args=args, force=True)
@@ -372,6 +379,7 @@ def _check_expected(where: str, saved: Mapping[str, Any], expected: Mapping[str,
 def _read_arrays(path: Path, step: int | None, saved, expected) -> PyTree:
     target = ({name: abstract_tree(expected[name]) for name in saved}
               if all(expected[name] is not None for name in saved) else None)
+    ocp = _ocp()
     restore_args = ocp.args.StandardRestore(target)
     try:
         if step is None:  # format 1
@@ -380,7 +388,8 @@ def _read_arrays(path: Path, step: int | None, saved, expected) -> PyTree:
             with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as ckptr:
                 return ckptr.restore(path / "arrays", args=restore_args)
         with _manager(path) as manager:
-            return manager.restore(step, args=ocp.args.Composite(**{ARRAYS: restore_args}))[ARRAYS]
+            restored = manager.restore(step, args=ocp.args.Composite(**{ARRAYS: restore_args}))
+            return restored[ARRAYS]
     except Exception as err:  # orbax/tensorstore report damage as several exception types
         raise CheckpointCorruptError(
             f"checkpoint {path} (step {step}) could not be read (truncated or damaged "

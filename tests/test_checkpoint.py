@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from helpers import assert_trees_equal, numpy_params
 
@@ -198,7 +199,7 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     for method in ("save", "async_save"):
-        monkeypatch.setattr(ckpt.ocp.JsonCheckpointHandler, method, broken)
+        monkeypatch.setattr(ocp.JsonCheckpointHandler, method, broken)
     with pytest.raises(OSError, match="disk full"):
         ckpt.save(path, new, metadata={"round": 2})
     monkeypatch.undo()
