@@ -54,16 +54,17 @@ def random_orders(d: int, count: int, seed: int) -> np.ndarray:
 
 def alignment_curve(features: np.ndarray, human: np.ndarray, *, n_random: int = 1000,
                     seed: int = 0, batch: int = 64) -> AlignmentCurve:
-    """PoZ-order removal curve of ``features [n, d]`` against ``human [n, n]``, every level
-    in one batched call, and ``n_random`` random orders (another batched call)."""
+    """PoZ-order removal curve of ``features [n, d]`` against ``human [n, n]`` and the same
+    removals in ``n_random`` random orders: every level of every order in batched calls of
+    ``batch`` orders each."""
     features = np.asarray(features, np.float32)
     d = features.shape[1]
     target = make_target(human)
     order, poz = poz_removal_order(features)
-    fit = removal_fits(features, target, order, batch)
+    fits = removal_fits(features, target, np.concatenate(
+        [order[None], random_orders(d, n_random, seed)]), batch)
+    fit, rand = fits[0], fits[1:]
     best = int(np.argmax(fit))
-    rand = removal_fits(features, target, random_orders(d, n_random, seed), batch) \
-        if n_random else np.zeros((0, d))
     quant = {f"q{int(q * 100):02d}": np.quantile(rand, q, axis=0).tolist() if n_random else []
              for q in (0.05, 0.5, 0.95)}
     return AlignmentCurve(

@@ -34,7 +34,7 @@ def summary_rows(results: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
     return rows
 
 
-HEADERS = ["set", "selection", "fit (all 120)", "best level / fit", "test fit unpruned",
+HEADERS = ["set", "selection", "fit (all images)", "best level / fit", "test fit unpruned",
            "test fit pruned", "t", "p (one-sided)", "units kept"]
 
 

@@ -7,25 +7,25 @@ Protocol: ``repeats`` random assignments of the n images to ``folds`` folds
 training images) chooses the selection, and the test images' sub-RSM (pairs of test images)
 scores it against the unpruned readout; a paired one-sided t-test over all folds asks whether
 the selection fits the held-out pairs better (H₁: mean(pruned − unpruned) > 0).
-All folds of one size are evaluated in one vmapped, jitted call.
+Every fold's training and test fits come from one scan over the full n×n RSM restricted to
+the fold's pairs (a stimulus's RSM row depends on its own features only), folds batched.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
 from jaxprune import geometry
 from jaxprune.align.engine import (
-    _leave_one_out,
+    Target,
+    leave_one_out_fits,
     make_target,
-    prefix_fits_one,
-    standardize,
+    prefix_fits,
+    removal_fits,
+    stack_targets,
 )
 
 MIN_PER_FOLD = 5
@@ -62,57 +62,25 @@ def fold_splits(n: int, config: CVConfig) -> list[tuple[np.ndarray, np.ndarray]]
     return out
 
 
-@partial(jax.jit, static_argnames="reverse")
-def _fold_curves(z_tr, t_tr, z_te, t_te, orders, reverse: bool):
-    """Per fold: prefix fits (or, ``reverse``, removal fits) on train and test images."""
-    def one(a, ta, b, tb, o):
-        o = o[::-1] if reverse else o
-        fa, fb = prefix_fits_one(a, ta, o), prefix_fits_one(b, tb, o)
-        return (fa[::-1], fb[::-1]) if reverse else (fa, fb)
-
-    return jax.vmap(one)(z_tr, t_tr, z_te, t_te, orders)
+def fold_targets(human: np.ndarray, splits) -> Target:
+    """``[F, 2]`` targets: the training pairs and the test pairs of every fold."""
+    return stack_targets([stack_targets([make_target(human, tr), make_target(human, te)])
+                          for tr, te in splits])
 
 
-def _groups(splits):
-    """Fold indices grouped by (train size, test size), so each group stacks."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (tr, te) in enumerate(splits):
-        groups.setdefault((len(tr), len(te)), []).append(i)
-    return groups.values()
-
-
-def _stack(z, human, splits, ids):
-    tr = [splits[i][0] for i in ids]
-    te = [splits[i][1] for i in ids]
-    targets = lambda idx: jax.tree.map(lambda *a: jnp.stack(a),  # noqa: E731
-                                       *[make_target(human[np.ix_(i, i)]) for i in idx])
-    return z[np.stack(tr)], targets(tr), z[np.stack(te)], targets(te)
-
-
-def fold_curves(features, human, splits, orders, *, removal: bool):
+def fold_curves(features, human, splits, orders, *, removal: bool, batch: int = 32):
     """``(train [F, d], test [F, d])`` curves of every fold for per-fold ``orders [F, d]``:
     removal fits (entry r: the first r units of the order removed) or prefix fits (entry
-    k−1: the first k units kept)."""
-    z = standardize(features)
-    d = z.shape[1]
-    train, test = np.zeros((len(splits), d)), np.zeros((len(splits), d))
-    for ids in _groups(splits):
-        z_tr, t_tr, z_te, t_te = _stack(z, human, splits, ids)
-        a, b = _fold_curves(z_tr, t_tr, z_te, t_te, jnp.asarray(orders[ids], jnp.int32),
-                            removal)
-        train[ids], test[ids] = np.asarray(a), np.asarray(b)
-    return train, test
+    k−1: the first k units kept). One batched call per ``batch`` folds, all levels at once."""
+    fn = removal_fits if removal else prefix_fits
+    out = fn(features, fold_targets(human, splits), orders, batch)
+    return out[:, 0], out[:, 1]
 
 
 def fold_leave_one_out(features, human, splits, batch: int = 32) -> np.ndarray:
     """``[F, d]``: training fit of each fold with each unit alone removed."""
-    z = standardize(features)
-    out = np.zeros((len(splits), z.shape[1]))
-    loo = jax.jit(jax.vmap(_leave_one_out, in_axes=(0, 0, None)), static_argnums=2)
-    for ids in _groups(splits):
-        z_tr, t_tr, _, _ = _stack(z, human, splits, ids)
-        out[ids] = np.asarray(loo(z_tr, t_tr, batch))
-    return out
+    train = stack_targets([make_target(human, tr) for tr, _ in splits])
+    return leave_one_out_fits(features, train, batch)
 
 
 def poz_orders(features, splits) -> np.ndarray:
