@@ -10,10 +10,11 @@ and supervised (Tarigopula et al.) selection cross-validated over 5 folds × 8 f
 assignments; the noise ceiling (animals); the whole-network PoZ search against the human RSM
 (threshold = the unpruned network's fit) in each direction, resumable per direction.
 
-    python experiments/human_alignment.py --quick    # 30 images per set at 64 px, < 1 min
+    python experiments/human_alignment.py --quick    # 25 images per set at 64 px, < 1 min
     python experiments/human_alignment.py            # the full protocol (hours: the search)
     python experiments/human_alignment.py --stage search --sets fruits --directions top-down
     python experiments/human_alignment.py --stage align   # everything but running searches
+    python experiments/human_alignment.py --stage report  # re-read searches finished since
 
 Writes ``<out>/human_<set>.{json,png}``, ``<out>/human_alignment.md`` and
 ``<out>/human_poz_cdf.png``; search resume files go to ``--runs``.
@@ -30,16 +31,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from jaxprune import models
 from jaxprune.align import AlignConfig, CVConfig, align_embedding, load_human, noise_ceiling
-from jaxprune.align.job import readout_features
+from jaxprune.align.job import readout_features, whole_network_search
 from jaxprune.align.report import markdown_table, plot_alignment, plot_poz_cdf, text_table
 from jaxprune.data import load_image_folder
 from jaxprune.provenance import file_hash, fingerprint, identity
-from jaxprune.search import PoZConfig, poz_search_directions
 from jaxprune.search.result import write_json
 from jaxprune.weights import load_pretrained, pretrained_path
 
@@ -63,7 +62,7 @@ class Mode:
 
 
 FULL = Mode()
-QUICK = Mode(images=30, size=64, n_random=20, repeats=1, search_layers=("block15", "conv_head"),
+QUICK = Mode(images=25, size=64, n_random=20, repeats=1, search_layers=("conv_head",),
              directions=("top-down",))
 
 
@@ -84,34 +83,16 @@ def stimuli(name: str, data_dir: Path, arch, mode: Mode):
 
 def run_search(name, arch, params, x, matrix, mode: Mode, runs: Path, directions,
                run: bool) -> dict[str, Any]:
-    """The whole-network search per direction, resumed from ``runs/search_<set>_<dir>.json``
-    (identity-checked); a direction not finished there is run only when ``run``."""
-    stacked = jax.tree.map(lambda a: a[None], params)
-    config = PoZConfig(layers=mode.search_layers)
-    out: dict[str, Any] = {"layers": list(mode.search_layers or ["all"]),
-                           "threshold": "unpruned network's fit to the human RSM"}
-    masks = {}
+    """The whole-network search per direction (:func:`jaxprune.align.whole_network_search`),
+    resumed from ``runs/<set>/search_<direction>.json`` (identity-checked); a direction not
+    finished there is searched only when ``run``, else recorded as not run."""
+    folder = runs / name
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = tuple(d for d in directions if run or (folder / f"search_{d}.json").exists())
+    out = whole_network_search(arch, params, x, matrix, todo, mode.search_layers,
+                               progress=True, resume=folder) if todo else {}
     for d in directions:
-        path = runs / f"search_{name}_{d}.json"
-        if not run and not path.exists():
-            out[d] = {"status": "not run"}
-            continue
-        t0 = time.perf_counter()
-        res = poz_search_directions(arch, stacked, x, config, directions=(d,), stacked=True,
-                                    target_rsm=matrix, resume_path=str(path), progress=True)
-        r = res.results[d][0]
-        masks[d] = r.masks
-        out[d] = {"status": "done", "kept": r.kept,
-                  "fraction_kept": {k: r.kept[k] / r.widths[k] for k in r.kept},
-                  "compressed_groups": [k for k in r.kept if r.kept[k] < r.widths[k]],
-                  "compression_rate": r.compression_rate, "threshold": r.threshold,
-                  "unpruned_fit": r.baseline_score, "fit": r.final_score,
-                  "search_wall_time_s": r.wall_time_s,
-                  "this_call_s": time.perf_counter() - t0, "resume_file": path.name}
-    if len(masks) == 2:
-        a, b = (masks[d] for d in DIRECTIONS)
-        out["jaccard"] = {k: float(np.sum((a[k] > 0) & (b[k] > 0)) /
-                                   max(1, np.sum((a[k] > 0) | (b[k] > 0)))) for k in a}
+        out[d] = {"status": "done", **out[d]} if d in todo else {"status": "not run"}
     return out
 
 
@@ -146,6 +127,21 @@ def run_set(name: str, args, mode: Mode, arch, params, weights: str) -> dict[str
     return result
 
 
+def refresh_search(name: str, args, mode: Mode, arch, params) -> dict[str, Any]:
+    """``--stage report``: an earlier run's results with the search section re-read from the
+    resume files (searches finished since), nothing else recomputed."""
+    path = args.out / f"human_{name}.json"
+    if not path.exists():
+        raise SystemExit(f"--stage report needs {path} from an earlier run")
+    result = json.loads(path.read_text())
+    x, matrix, _, _ = stimuli(name, args.data_dir, arch, mode)
+    result["search"] = run_search(name, arch, params, x, matrix, mode, args.runs,
+                                  tuple(args.directions or mode.directions), run=False)
+    result["provenance"]["search_refreshed_by"] = identity(stage="report",
+                                                           git_commit=git_commit())
+    return result
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the small, fast version")
@@ -154,9 +150,10 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     p.add_argument("--directions", nargs="+", choices=DIRECTIONS)
-    p.add_argument("--stage", default="all", choices=["all", "search", "align"],
+    p.add_argument("--stage", default="all", choices=["all", "search", "align", "report"],
                    help="all; search: only the whole-network searches; align: all but running "
-                        "unfinished searches")
+                        "unfinished searches; report: re-read finished searches into the "
+                        "results of an earlier run")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     mode = QUICK if args.quick else FULL
@@ -173,7 +170,8 @@ def main(argv=None) -> int:
                            tuple(args.directions or mode.directions), run=True)
             print(name, json.dumps(s, indent=1)[:2000], flush=True)
         return 0
-    results = {name: run_set(name, args, mode, arch, params, weights) for name in args.sets}
+    results = {name: refresh_search(name, args, mode, arch, params) if args.stage == "report"
+               else run_set(name, args, mode, arch, params, weights) for name in args.sets}
     for name, r in results.items():
         write_json(args.out / f"human_{name}.json", r)
         plot_alignment(r, args.out / f"human_{name}.png",

@@ -207,12 +207,20 @@ def _leave_one_out(z, targets, batch):
                        batch_size=batch).T
 
 
-def leave_one_out_fits(x, targets, batch: int = 32) -> np.ndarray:
+def leave_one_out_fits(x, targets, batch: int = 32, target_chunk: int = 8) -> np.ndarray:
     """The fit with unit ``u`` alone removed, for every ``u``: ``[d]`` for one target, ``[M, d]``
-    for targets ``[M]`` (needs d ≥ 2)."""
+    for targets ``[M]`` (needs d ≥ 2). Targets go ``target_chunk`` per call (the last chunk
+    padded), so any M reuses one compiled program."""
     if np.shape(x)[1] < 2:
         raise ValueError("leave-one-out fits need at least 2 units")
     tg, single = _as_targets(targets, 1)
-    out = np.asarray(_leave_one_out(standardize(x), Target(*(a[0] for a in tg)), batch),
-                     np.float64)
-    return out[0] if single else out
+    tg = Target(*(a[0] for a in tg))
+    z, m = standardize(x), tg.t.shape[0]
+    out = []
+    for i in range(0, m, target_chunk):
+        pad = max(0, i + target_chunk - m)
+        t = Target(*(jnp.concatenate([a[i:i + target_chunk], jnp.repeat(a[-1:], pad, 0)])
+                     for a in tg))
+        out.append(np.asarray(_leave_one_out(z, t, batch), np.float64)[:target_chunk - pad])
+    res = np.concatenate(out)
+    return res[0] if single else res

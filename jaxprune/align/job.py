@@ -196,29 +196,38 @@ def readout_features(arch, params, x: np.ndarray, batch: int = 40) -> np.ndarray
 
 def whole_network_search(arch, params, x: np.ndarray, human: np.ndarray,
                          directions=("bottom-up", "top-down"), layers=None,
-                         progress: bool = False) -> dict[str, Any]:
+                         progress: bool = False, resume: str | Path | None = None
+                         ) -> dict[str, Any]:
     """The PoZ search of every unit group with the human RSM as target and the unpruned
     network's own fit as threshold (``PoZConfig(threshold=None)`` with an external target),
-    in each direction: units kept and fraction kept per group, compression rate, fit reached."""
+    in each direction: units kept and fraction kept per group, compression rate, fit reached.
+    ``resume``: a folder for one resume file per direction (``search_<direction>.json``,
+    identity-checked by :func:`~jaxprune.search.poz_search_directions`), so a finished
+    direction is read back instead of searched again."""
     import jax
 
+    from jaxprune.masks import jaccard
     from jaxprune.search import PoZConfig, poz_search_directions
 
     stacked = jax.tree.map(lambda a: a[None], params)
     config = PoZConfig(layers=tuple(layers) if layers else None)
-    search = poz_search_directions(arch, stacked, x, config, directions=tuple(directions),
-                                   stacked=True, target_rsm=human, progress=progress)
     out: dict[str, Any] = {"layers": list(layers) if layers else "all",
-                           "wall_time_s": search.wall_time_s}
-    for d, (r,) in search.results.items():
-        kept, widths = r.kept, r.widths
-        out[d] = {"kept": kept, "fraction_kept": {k: kept[k] / widths[k] for k in kept},
-                  "compressed_groups": [k for k in kept if kept[k] < widths[k]],
+                           "threshold": "the unpruned network's fit to the human RSM"}
+    masks = {}
+    for d in directions:
+        path = None if resume is None else str(Path(resume) / f"search_{d}.json")
+        t0 = time.perf_counter()
+        search = poz_search_directions(arch, stacked, x, config, directions=(d,), stacked=True,
+                                       target_rsm=human, progress=progress, resume_path=path)
+        (r,) = search.results[d]
+        masks[d] = r.masks
+        out[d] = {"kept": r.kept, "fraction_kept": {k: r.kept[k] / r.widths[k] for k in r.kept},
+                  "compressed_groups": [k for k in r.kept if r.kept[k] < r.widths[k]],
                   "compression_rate": r.compression_rate, "threshold": r.threshold,
                   "unpruned_fit": r.baseline_score, "fit": r.final_score,
-                  "wall_time_s": r.wall_time_s}
-    if search.jaccard:
-        out["jaccard"] = search.jaccard[0]
+                  "search_wall_time_s": r.wall_time_s, "this_call_s": time.perf_counter() - t0}
+    if len(masks) == 2:
+        out["jaccard"] = jaccard(*masks.values())
     return out
 
 
