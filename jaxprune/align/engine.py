@@ -73,7 +73,7 @@ def make_target(rsm: np.ndarray | jax.Array, subset: np.ndarray | None = None) -
                   jnp.asarray(upper, jnp.float32))
 
 
-def stack_targets(targets) -> Target:
+def stack_targets(targets: list[Target]) -> Target:
     """Targets stacked on a leading axis."""
     return Target(*(jnp.stack(a) for a in zip(*targets, strict=True)))
 
@@ -152,7 +152,8 @@ def _as_targets(targets, count: int) -> tuple[Target, bool]:
     return targets, single
 
 
-def prefix_fits(x, targets, orders, batch: int = 32) -> np.ndarray:
+def prefix_fits(x: np.ndarray | jax.Array, targets: Target | np.ndarray, orders: np.ndarray,
+                batch: int = 32) -> np.ndarray:
     """Fits of the units ``orders[b, :k]``, k = 1 … d, for each order ``[B, d]`` against
     ``targets`` (a matrix or :class:`Target`: ``[B, d]`` out; targets ``[M]`` shared, or
     ``[B, M]`` per order: ``[B, M, d]`` out). A single order ``[d]`` drops the B axis.
@@ -177,7 +178,8 @@ def prefix_fits(x, targets, orders, batch: int = 32) -> np.ndarray:
     return res[0] if one_order else res
 
 
-def removal_fits(x, targets, orders, batch: int = 32) -> np.ndarray:
+def removal_fits(x: np.ndarray | jax.Array, targets: Target | np.ndarray, orders: np.ndarray,
+                 batch: int = 32) -> np.ndarray:
     """As :func:`prefix_fits`, but entry ``r`` of the last axis is the fit with the first
     ``r`` units of the removal order removed (r = 0 … d−1: the kept units are
     ``order[r:]``)."""
@@ -207,7 +209,8 @@ def _leave_one_out(z, targets, batch):
                        batch_size=batch).T
 
 
-def leave_one_out_fits(x, targets, batch: int = 32, target_chunk: int = 8) -> np.ndarray:
+def leave_one_out_fits(x: np.ndarray | jax.Array, targets: Target | np.ndarray,
+                       batch: int = 32, target_chunk: int = 8) -> np.ndarray:
     """The fit with unit ``u`` alone removed, for every ``u``: ``[d]`` for one target, ``[M, d]``
     for targets ``[M]`` (needs d ≥ 2). Targets go ``target_chunk`` per call (the last chunk
     padded), so any M reuses one compiled program."""

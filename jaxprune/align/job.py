@@ -74,7 +74,7 @@ def load_human(spec: str, root: str | None = None) -> HumanTarget:
     return HumanTarget(m, names, spec, key)
 
 
-def match_rows(row_names, human: HumanTarget, what: str) -> np.ndarray:
+def match_rows(row_names: tuple[str, ...] | None, human: HumanTarget, what: str) -> np.ndarray:
     """Indices putting rows named ``row_names`` in the human matrix's row order (identity
     when either side has no names). ``ValueError`` naming missing and extra names."""
     n = len(human.matrix)
@@ -156,7 +156,8 @@ def chain_widths(family: str, state: dict[str, np.ndarray]) -> tuple[int, ...] |
     return tuple(int(np.shape(state[k])[0]) for k in keys)
 
 
-def network(model: str, pretrained: bool, weights: str | None, image_size: int | None):
+def network(model: str, pretrained: bool, weights: str | None,
+            image_size: int | None) -> tuple[Any, dict]:
     """``(arch, params)`` of a registered network: the packaged weights (``pretrained``) or a
     torchvision-layout state dict ``weights`` (a VGG/AlexNet of any width)."""
     from jaxprune import models
@@ -181,7 +182,7 @@ def network(model: str, pretrained: bool, weights: str | None, image_size: int |
     return arch, weight_io.from_torchvision(arch, state)
 
 
-def readout_features(arch, params, x: np.ndarray, batch: int = 40) -> np.ndarray:
+def readout_features(arch: Any, params: dict, x: np.ndarray, batch: int = 40) -> np.ndarray:
     """The readout layer's post-ReLU features ``[n, d]`` (flattened), ``batch`` images per
     forward pass."""
     import jax
@@ -194,8 +195,9 @@ def readout_features(arch, params, x: np.ndarray, batch: int = 40) -> np.ndarray
     return f.reshape(len(f), -1)
 
 
-def whole_network_search(arch, params, x: np.ndarray, human: np.ndarray,
-                         directions=("bottom-up", "top-down"), layers=None,
+def whole_network_search(arch: Any, params: dict, x: np.ndarray, human: np.ndarray,
+                         directions: tuple[str, ...] = ("bottom-up", "top-down"),
+                         layers: tuple[str, ...] | None = None,
                          progress: bool = False, resume: str | Path | None = None
                          ) -> dict[str, Any]:
     """The PoZ search of every unit group with the human RSM as target and the unpruned
@@ -292,7 +294,7 @@ class AlignInputs:
     data_root: str | None = None
 
 
-def prepare(inputs: AlignInputs, config: AlignConfig, progress: bool = True):
+def prepare(inputs: AlignInputs, config: AlignConfig, progress: bool = True) -> tuple:
     """Load and check everything: ``(features or None, x or None, arch, params, human,
     provenance)`` with rows in the human matrix's order. Network features are not computed
     here; every check is done before."""
@@ -328,7 +330,8 @@ def prepare(inputs: AlignInputs, config: AlignConfig, progress: bool = True):
 
 
 def align_command(inputs: AlignInputs, config: AlignConfig = AlignConfig(), *,
-                  search: tuple[str, ...] = (), search_layers=None, figure: str | None = None,
+                  search: tuple[str, ...] = (), search_layers: tuple[str, ...] | None = None,
+                  figure: str | None = None,
                   progress: bool = True) -> dict[str, Any]:
     """``jaxprune align``: methods 1–3 (and, for a network, the whole-network search in the
     ``search`` directions), the noise ceiling where known, a figure; the JSON payload."""

@@ -30,6 +30,9 @@ from jaxprune.align.engine import (
 
 MIN_PER_FOLD = 5
 
+#: ``(train, test)`` index arrays of every fold.
+Splits = list[tuple[np.ndarray, np.ndarray]]
+
 
 @dataclass(frozen=True)
 class CVConfig:
@@ -51,7 +54,7 @@ def check_folds(n: int, config: CVConfig) -> None:
                          f"at least {MIN_PER_FOLD * config.folds} images)")
 
 
-def fold_splits(n: int, config: CVConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+def fold_splits(n: int, config: CVConfig) -> Splits:
     """``(train, test)`` sorted index arrays of every fold, repeat by repeat."""
     check_folds(n, config)
     out = []
@@ -62,13 +65,14 @@ def fold_splits(n: int, config: CVConfig) -> list[tuple[np.ndarray, np.ndarray]]
     return out
 
 
-def fold_targets(human: np.ndarray, splits) -> Target:
+def fold_targets(human: np.ndarray, splits: Splits) -> Target:
     """``[F, 2]`` targets: the training pairs and the test pairs of every fold."""
     return stack_targets([stack_targets([make_target(human, tr), make_target(human, te)])
                           for tr, te in splits])
 
 
-def fold_curves(features, human, splits, orders, *, removal: bool, batch: int = 32):
+def fold_curves(features: np.ndarray, human: np.ndarray, splits: Splits, orders: np.ndarray,
+                *, removal: bool, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """``(train [F, d], test [F, d])`` curves of every fold for per-fold ``orders [F, d]``:
     removal fits (entry r: the first r units of the order removed) or prefix fits (entry
     k−1: the first k units kept). One batched call per ``batch`` folds, all levels at once."""
@@ -77,13 +81,14 @@ def fold_curves(features, human, splits, orders, *, removal: bool, batch: int = 
     return out[:, 0], out[:, 1]
 
 
-def fold_leave_one_out(features, human, splits, batch: int = 32) -> np.ndarray:
+def fold_leave_one_out(features: np.ndarray, human: np.ndarray, splits: Splits,
+                       batch: int = 32) -> np.ndarray:
     """``[F, d]``: training fit of each fold with each unit alone removed."""
     train = stack_targets([make_target(human, tr) for tr, _ in splits])
     return leave_one_out_fits(features, train, batch)
 
 
-def poz_orders(features, splits) -> np.ndarray:
+def poz_orders(features: np.ndarray, splits: Splits) -> np.ndarray:
     """``[F, d]`` removal orders: decreasing PoZ over each fold's training images (stable)."""
     x = np.asarray(features, np.float32)
     return np.stack([np.argsort(-np.asarray(geometry.poz(x[tr], conv=False)), kind="stable")
@@ -127,7 +132,8 @@ def paired_test(pruned, unpruned) -> tuple[float | None, float | None]:
     return float(res.statistic), float(res.pvalue)
 
 
-def poz_selection(features, human, config: CVConfig = CVConfig()) -> Selection:
+def poz_selection(features: np.ndarray, human: np.ndarray,
+                  config: CVConfig = CVConfig()) -> Selection:
     """PoZ pruning with the level ``r* = argmax_r fit_train(r)`` (units removed in decreasing
     PoZ of the training images; first maximum), scored on the test pairs."""
     splits = fold_splits(len(features), config)
@@ -139,13 +145,14 @@ def poz_selection(features, human, config: CVConfig = CVConfig()) -> Selection:
                      test[f, best].tolist(), (train.shape[1] - best).tolist())
 
 
-def supervised_orders(features, human, splits) -> np.ndarray:
+def supervised_orders(features: np.ndarray, human: np.ndarray, splits: Splits) -> np.ndarray:
     """``[F, d]`` units by decreasing ``fit_train(all) − fit_train(all ∖ u)`` (= increasing
     leave-one-out fit; stable)."""
     return np.argsort(fold_leave_one_out(features, human, splits), axis=1, kind="stable")
 
 
-def supervised_selection(features, human, config: CVConfig = CVConfig()) -> Selection:
+def supervised_selection(features: np.ndarray, human: np.ndarray,
+                         config: CVConfig = CVConfig()) -> Selection:
     """Tarigopula et al.'s supervised selection: keep the top ``k* = argmax_k fit_train(top k)``
     units of :func:`supervised_orders`, scored on the test pairs."""
     splits = fold_splits(len(features), config)
