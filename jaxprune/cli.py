@@ -206,9 +206,27 @@ def _circuits(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _align(args: argparse.Namespace) -> dict[str, Any]:
+    from jaxprune.align import AlignConfig, AlignInputs, CVConfig, align_command
+
+    inputs = AlignInputs(args.human, args.features, args.labels, args.model, args.pretrained,
+                         args.weights, args.images, args.image_size, args.data_dir)
+    config = AlignConfig(n_random=args.random, seed=args.seed,
+                         cv=CVConfig(folds=args.folds, repeats=args.repeats, seed=args.seed))
+    search = () if args.search == "none" else \
+        (("bottom-up", "top-down") if args.search == "both" else (args.search,))
+    return align_command(inputs, config, search=search, search_layers=args.search_layers,
+                         figure=args.figure, progress=not args.no_progress)
+
+
 # ----------------------------------------------------------------------------- the parser
 
 EXAMPLES = {
+    "align": "examples:\n  jaxprune align --features emb.npy --human human.npy --labels names.txt\n"
+             "  jaxprune align --model efficientnet_lite0 --pretrained --images "
+             "../shared/data/peterson/images/animals --human animals --figure animals.png\n"
+             "  jaxprune align --model vgg16 --weights vgg16.pth --images DIR "
+             "--human peterson_similarity.npz:animals",
     "models": "example:\n  jaxprune models --json models.json",
     "run": "examples:\n  jaxprune run\n  jaxprune run --quick --out runs/quick\n"
            "  jaxprune run --threshold 0.9 --fresh",
@@ -393,6 +411,37 @@ def _add_circuits(sub) -> None:
                    help="overlap histogram and category x category map")
 
 
+def _add_align(sub) -> None:
+    p = sub("align", _align, "align a readout to human similarity judgments: PoZ curve, "
+            "cross-validated PoZ and supervised selection")
+    p.add_argument("--human", required=True, metavar="RSM",
+                   help="human similarity [n, n]: a shared set name (animals, fruits, ...), "
+                        ".npy, .npz or PATH.npz:KEY (names from KEY_fnames), .csv/.txt")
+    p.add_argument("--features", metavar="F", help="a feature matrix [n, d] (.npy/.npz/.csv)")
+    p.add_argument("--labels", metavar="FILE",
+                   help="with --features: the rows' names (one per line, or .npy), matched "
+                        "to the matrix's names")
+    p.add_argument("--model", choices=MODELS, help="instead of --features: a network whose "
+                   "readout features of --images are aligned")
+    p.add_argument("--pretrained", action="store_true", help="the weights its package ships")
+    p.add_argument("--weights", metavar="FILE",
+                   help="a torchvision-layout state dict (.pth/.npz); widths read from it")
+    p.add_argument("--images", metavar="DIR", help="the stimulus images, named as the matrix")
+    p.add_argument("--image-size", type=_number(int, 16), metavar="PX",
+                   help="input size (default: the network's, 224)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding peterson/ (set names)")
+    p.add_argument("--folds", type=_number(int, 2), default=5, help="cross-validation folds")
+    p.add_argument("--repeats", type=COUNT, default=8, help="random fold assignments")
+    p.add_argument("--random", type=_number(int, 0), default=1000,
+                   help="random removal orders for the control (0: none)")
+    p.add_argument("--seed", type=_number(int, 0), default=0, help="seed of folds and orders")
+    p.add_argument("--search", default="none", choices=["none", "both", "bottom-up", "top-down"],
+                   help="with --model: also the whole-network PoZ search against the human RSM")
+    p.add_argument("--search-layers", nargs="+", metavar="LAYER",
+                   help="unit groups the search prunes (default: all)")
+    p.add_argument("--figure", metavar="PNG", help="figure of the curve and the CV fits")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxprune", description="Geometry-preserving pruning of neural networks in JAX.")
@@ -412,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     sub("models", _models, "list the registered networks, their layers and parameter counts")
-    for add in (_add_run, _add_train, _add_prune, _add_curve, _add_circuits):
+    for add in (_add_run, _add_train, _add_prune, _add_curve, _add_circuits, _add_align):
         add(sub)
     return parser
 

@@ -179,8 +179,13 @@ def load_target_rsm(spec: str | os.PathLike) -> np.ndarray:
     matrix that is not square, has fewer than 3 rows, has NaN/Inf, is not symmetric (to
     ``1e-6`` of its largest entry), or whose off-diagonal entries are all equal (a constant
     target has no geometry to fit: every fit to it would be undefined)."""
-    m = _read_matrix(str(spec))
-    where = str(spec)
+    return check_target_rsm(_read_matrix(str(spec)), str(spec))
+
+
+def check_target_rsm(m: np.ndarray, where: str) -> np.ndarray:
+    """The checks of :func:`load_target_rsm` on a matrix in memory (``where`` names it in the
+    errors): square, at least 3×3, finite, symmetric, not constant off the diagonal."""
+    m = np.asarray(m, np.float64)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"target RSM {where} has shape {m.shape}; it must be square [n, n]")
     if m.shape[0] < 3:
