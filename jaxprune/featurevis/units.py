@@ -79,20 +79,26 @@ def has_preactivation(arch, layer: str) -> bool:
 
 
 def preactivation(arch, params, x: jax.Array, layer: str) -> jax.Array:
-    """The input of a layer's ReLU (ReLU6), ``[n, (h, w,) width]``: for a residual group, of
-    its last op (EfficientNet's MBConv group: the depthwise conv; ``conv_head``: the head conv,
-    before pooling). Feature visualisation maximises it, as Lucid's ``pre_relu`` objectives:
-    a unit silent on the starting image still has a gradient."""
+    """The input of a layer's ReLU (ReLU6), ``[n, (h, w,) width]``; feature visualisation
+    maximises it, as Lucid's ``pre_relu`` objectives, so that a unit silent on the starting
+    image still has a gradient. A residual group of one op: that op's pre-activation
+    (``conv_head``: the head conv's, before pooling). A group of several ops (an MBConv
+    group: the expansion, then the depthwise conv of the same channel, each with its ReLU6):
+    the sum of every op's position-averaged pre-activation, ``[n, 1, 1, width]`` — the
+    depthwise conv's alone has no gradient where the expansion channel is silent."""
     from jaxprune.models import linear, transition
     from jaxprune.models import residual as res
 
     if not has_preactivation(arch, layer):
         raise ValueError(f"{layer!r} has no pre-activation of its own")
     if is_residual(arch):
-        q = res.group_plan(arch)[layer].last
+        ops = res.group_plan(arch)[layer].ops or (res.group_plan(arch)[layer].last,)
         first = res.flat_ops(arch)[0][2]
-        y, _ = res.walk(arch, params, {}, 0, res.op_preact(arch, params, first, x), x, stop=q)
-        return y
+        y0 = res.op_preact(arch, params, first, x)
+        pre = [res.walk(arch, params, {}, 0, y0, x, stop=q)[0] for q in ops]
+        if len(pre) == 1:
+            return pre[0]
+        return sum(jnp.mean(y, axis=(1, 2), keepdims=True) for y in pre)
     target = arch.index(layer)
     z = linear(arch, params, 0, transition(arch, 0, x))
     for j in range(1, target + 1):
