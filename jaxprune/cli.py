@@ -219,6 +219,26 @@ def _align(args: argparse.Namespace) -> dict[str, Any]:
                          figure=args.figure, progress=not args.no_progress)
 
 
+def _visualize(args: argparse.Namespace) -> dict[str, Any]:
+    from jaxprune.featurevis.engine import RenderConfig
+    from jaxprune.featurevis.job import VisualizeJob, visualize
+
+    render = RenderConfig(steps=args.steps, learning_rate=args.lr, size=args.size,
+                          images_per_unit=args.images_per_unit, batch=args.batch,
+                          seed=args.seed, diversity=args.diversity)
+    job = VisualizeJob(args.model, args.layer, args.units, args.figure, args.pretrained,
+                       args.weights, args.images, args.search, args.search_direction,
+                       args.top_k, render)
+    out = visualize(job, progress=not args.no_progress)
+    for row in out["units"]:
+        ratio = row.get("activation_ratio")
+        print(f"{out['layer']} {row['unit']:>5}  PoZ {row.get('poz', float('nan')):.3f}  "
+              f"{row.get('status', '-'):>6}  activation {row['final_activation']:.3f}  "
+              f"ratio {'-' if ratio is None else f'{ratio:.1f}'}")
+    print(f"wrote {out['figure']} and {out['images_npy']} ({out['wall_time_s']:.0f} s)")
+    return out
+
+
 # ----------------------------------------------------------------------------- the parser
 
 EXAMPLES = {
@@ -242,6 +262,11 @@ EXAMPLES = {
     "circuits": "example:\n  jaxprune circuits --checkpoint runs/c10/model --categories all "
                 "--threshold 0.9 --scoring-per-class 4 --extraction-per-class 20 "
                 "--eval-per-class 30 --json circuits.json --figure overlap.png",
+    "visualize": "examples:\n  jaxprune visualize --model efficientnet_lite0 --pretrained "
+                 "--layer head --units lowest-poz:8,highest-poz:8 --images "
+                 "../shared/data/peterson/images/animals --search animals.json --out grid.png\n"
+                 "  jaxprune visualize --model efficientnet_lite0 --pretrained --layer block15 "
+                 "--units 3,17,42 --steps 128 --size 128 --out b15.png",
     "curve": "example:\n  jaxprune curve --checkpoint runs/c10/model --layer fc2 --stimuli 10000 "
              "--class-means --keep 0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1 --figure curve.png",
 }
@@ -442,6 +467,40 @@ def _add_align(sub) -> None:
     p.add_argument("--figure", metavar="PNG", help="figure of the curve and the CV fits")
 
 
+def _add_visualize(sub) -> None:
+    p = sub("visualize", _visualize,
+            "feature visualisation: images that maximise units, beside the images that do most")
+    p.add_argument("--model", required=True, choices=MODELS, help="a registered network")
+    p.add_argument("--pretrained", action="store_true", help="the weights its package ships")
+    p.add_argument("--weights", metavar="FILE", help="a state dict (.pth/.npz) instead")
+    p.add_argument("--layer", required=True,
+                   help="a prunable layer / unit group, or 'logits' (a block name such as "
+                        "'head' stands for its one group)")
+    p.add_argument("--units", required=True,
+                   help="indices (3,17,42), a range (0-9), 'all', or lowest-poz:K, "
+                        "highest-poz:K, never-fire:K (need --images), kept:K, pruned:K (need "
+                        "--search), comma-separated")
+    p.add_argument("--images", metavar="DIR",
+                   help="image folder: PoZ, mean activations and the top-k images per unit")
+    p.add_argument("--search", metavar="FILE",
+                   help="a search result JSON (jaxprune prune --json): kept/pruned status")
+    p.add_argument("--search-direction", choices=["bottom-up", "top-down"],
+                   help="which direction of --search (needed when it holds both)")
+    p.add_argument("--out", dest="figure", required=True, metavar="PNG",
+                   help="the grid figure; the raw images go to the same name with .npy")
+    p.add_argument("--steps", type=COUNT, default=256, help="optimisation steps")
+    p.add_argument("--lr", type=RATE, default=0.05, help="Adam learning rate")
+    p.add_argument("--size", type=_number(int, 4), default=None,
+                   help="side of the images (even; default: the network's input side)")
+    p.add_argument("--seed", type=_number(int, 0), default=0, help="random seed")
+    p.add_argument("--batch", type=COUNT, default=8,
+                   help="units optimised together per chunk (memory grows with it)")
+    p.add_argument("--images-per-unit", type=COUNT, default=1, help="images per unit")
+    p.add_argument("--diversity", type=_number(float, 0.0), default=0.0,
+                   help="weight of the diversity term (with --images-per-unit > 1)")
+    p.add_argument("--top-k", type=COUNT, default=4, help="dataset images shown per unit")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxprune", description="Geometry-preserving pruning of neural networks in JAX.")
@@ -461,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     sub("models", _models, "list the registered networks, their layers and parameter counts")
-    for add in (_add_run, _add_train, _add_prune, _add_curve, _add_circuits, _add_align):
+    for add in (_add_run, _add_train, _add_prune, _add_curve, _add_circuits, _add_align,
+                _add_visualize):
         add(sub)
     return parser
 
