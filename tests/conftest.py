@@ -1,15 +1,24 @@
 """Strict JAX for every test: broadcasting or dtype mistakes fail loudly."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import jax
-import pytest
-
 # Commands run in tests (in process or in subprocesses) keep no compiled programs in the user's
-# cache; tests/test_compilation.py turns it on for its own subprocesses.
+# cache; tests/test_compilation.py turns it on for its own subprocesses. Instead, every process
+# of one test session (xdist workers and the command lines the tests start) shares one
+# throw-away JAX compilation cache, so a program the suite compiled once is not compiled again.
 os.environ.setdefault("JAXPRUNE_NO_COMPILE_CACHE", "1")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the session's first process owns it
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxprune-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
+import jax  # noqa: E402  (after the cache folder, which JAX reads on import)
+import pytest  # noqa: E402
+
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
