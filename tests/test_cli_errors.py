@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from jaxprune import checkpoint
 from jaxprune.cli import DATASETS, MODELS, build_parser, main
 
 
@@ -264,8 +265,9 @@ def test_interrupt_says_how_to_resume(tmp_path):
                           "--no-progress"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while not list((out / "train").glob("epoch_*")) and time.time() < deadline:
+    while time.time() < deadline and not checkpoint.steps(out / "train"):  # an epoch is saved
         time.sleep(0.2)
+    assert p.poll() is None, "training ended before it could be interrupted"
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     refused(p.returncode, err, "interrupted; rerun the same command to resume",
