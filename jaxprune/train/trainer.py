@@ -67,17 +67,23 @@ class _Run:
         return self.config.seed_batching == "loop" and len(self.config.seeds) > 1
 
 
-def _examples(config: TrainConfig, n: int, seeds: jax.Array, val):
+def _whole(pair) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A set ``(x, y)`` used whole: ``(x, y, every index)``."""
+    xs, ys = as_data(*pair)
+    return xs, ys, jnp.arange(xs.shape[0], dtype=jnp.int32)
+
+
+def _examples(config: TrainConfig, x, y, seeds: jax.Array, val):
     """``(train_idx [S, n_train], val set or None)``: an explicit validation set, or a
     per-seed held-out share of the training arrays, or none."""
+    n = x.shape[0]
     every = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (seeds.shape[0], n))
     if val is not None:
-        x_val, y_val = as_data(*val)
-        return every, (x_val, y_val, jnp.arange(x_val.shape[0], dtype=jnp.int32))
+        return every, _whole(val)
     if config.val_fraction > 0:
         n_val = max(1, round(n * config.val_fraction))
         perms = jax.vmap(lambda s: split_order(s, n))(seeds)
-        return perms[:, n_val:], (None, None, perms[:, :n_val])
+        return perms[:, n_val:], (x, y, perms[:, :n_val])
     return every, None
 
 
@@ -88,16 +94,11 @@ def _prepare(arch, x, y, config, val, test, params, masks, weight_masks) -> _Run
     masks_s = stack_masks(masks, n_seeds)
     wmasks_s = stack_tree(arch, weight_masks, n_seeds)
     init = init_seeds(arch, seeds_np) if params is None else stack_tree(arch, params, n_seeds)
-    train_idx, val_set = _examples(config, x.shape[0], seeds, val)
-    if val_set is not None and val_set[0] is None:
-        val_set = (x, y, val_set[2])
+    train_idx, val_set = _examples(config, x, y, seeds, val)
     if val_set is None and config.patience is not None:
         raise ValueError("early stopping (patience) needs validation data: set val_fraction "
                          "> 0 or pass val=(x, y)")
-    test_set = None
-    if test is not None:
-        x_test, y_test = as_data(*test)
-        test_set = (x_test, y_test, jnp.arange(x_test.shape[0], dtype=jnp.int32))
+    test_set = None if test is None else _whole(test)
     inputs = SeedInputs(masks_s, wmasks_s, trainable_entries(arch, masks_s, wmasks_s, init),
                         seeds)
     return _Run(arch, config, x, y, inputs, train_idx, val_set, test_set,
