@@ -129,14 +129,20 @@ def run_set(name: str, args, mode: Mode, arch, params, weights: str) -> dict[str
 
 def refresh_search(name: str, args, mode: Mode, arch, params) -> dict[str, Any]:
     """``--stage report``: an earlier run's results with the search section re-read from the
-    resume files (searches finished since), nothing else recomputed."""
+    resume files (searches finished since; a direction without one keeps the earlier
+    result), nothing else recomputed."""
     path = args.out / f"human_{name}.json"
     if not path.exists():
         raise SystemExit(f"--stage report needs {path} from an earlier run")
     result = json.loads(path.read_text())
     x, matrix, _, _ = stimuli(name, args.data_dir, arch, mode)
-    result["search"] = run_search(name, arch, params, x, matrix, mode, args.runs,
-                                  tuple(args.directions or mode.directions), run=False)
+    previous = result.get("search", {})
+    search = run_search(name, arch, params, x, matrix, mode, args.runs,
+                        tuple(args.directions or mode.directions), run=False)
+    for d, s in search.items():  # a search finished in an earlier run's --runs folder stays
+        if s["status"] == "not run" and previous.get(d, {}).get("status") == "done":
+            search[d] = previous[d]
+    result["search"] = {**previous, **search}
     result["provenance"]["search_refreshed_by"] = identity(stage="report",
                                                            git_commit=git_commit())
     return result

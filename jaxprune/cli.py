@@ -60,6 +60,7 @@ def _fractions(text: str) -> list[float]:
 MODELS = ("alexnet", "efficientnet_lite0", "lenet5_cifar", "lenet5_mnist", "mlp", "resnet18",
           "resnet50", "vgg16")
 DATASETS = ("cifar10", "digits", "mnist")
+POZ_DIRECTIONS = ("bottom-up", "top-down", "alternate", "global", "global-alternate")
 
 COUNT = _number(int, 1)
 STIMULI = _number(int, 3)
@@ -248,6 +249,9 @@ EXAMPLES = {
              "  jaxprune align --model vgg16 --weights vgg16.pth --images DIR "
              "--human peterson_similarity.npz:animals",
     "models": "example:\n  jaxprune models --json models.json",
+    "report": "examples:\n  jaxprune report docs/results/aim1_cifar10.json --out report/\n"
+              "  jaxprune report share0.json share1.json --out merged/ --name sweep\n"
+              "  jaxprune report runs/c10/search.json --out report/",
     "run": "examples:\n  jaxprune run\n  jaxprune run --quick --out runs/quick\n"
            "  jaxprune run --threshold 0.9 --fresh",
     "train": "example:\n  jaxprune train --model lenet5_cifar --data cifar10 --seeds 20 "
@@ -347,8 +351,11 @@ def _add_prune(sub) -> None:
                    help="pruning method")
     _data_options(p)
     _stimuli_options(p, "test for poz, train for cka/l1/random (their records use test images)")
-    p.add_argument("--direction", default="both", choices=["both", "bottom-up", "top-down"],
-                   help="poz: layer order")
+    p.add_argument("--direction", default="both", choices=["both", *POZ_DIRECTIONS],
+                   help="poz: layer order (both: bottom-up and top-down, the papers'; "
+                        "alternate: top-down and bottom-up passes until one removes nothing; "
+                        "global: one PoZ ranking over all layers' units; global-alternate: "
+                        "global, then alternate passes)")
     p.add_argument("--threshold", type=THRESHOLD, default=None,
                    help="poz: fit to keep, in (0, 1] (default: 0.8 against the unpruned "
                         "readout; with --target-rsm the unpruned network's own fit)")
@@ -521,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub("models", _models, "list the registered networks, their layers and parameter counts")
     for add in (_add_run, _add_train, _add_prune, _add_curve, _add_circuits, _add_align,
-                _add_visualize):
+                _add_visualize, _add_report):
         add(sub)
     return parser
 
@@ -543,6 +550,23 @@ def check_outputs(args: argparse.Namespace) -> None:
         if Path(args.out).is_file():
             raise NotADirectoryError(f"--out {args.out} is a file; give a folder")
         check_folder_writable(args.out, "--out")
+
+
+def _report(args: argparse.Namespace) -> dict[str, Any]:
+    from jaxprune.sweep_report import write_sweep_report
+
+    payload = write_sweep_report(args.results, args.out, args.name)
+    print(f"wrote {Path(args.out) / args.name}.md, .png and .json")
+    return {"summary": payload["summary"]}
+
+
+def _add_report(sub) -> None:
+    p = sub("report", _report, "tables and figures (mean ± sd over seeds) of sweep results")
+    p.add_argument("results", nargs="+", metavar="RESULTS",
+                   help="JSON files of one sweep (experiments/aim1.py results, jaxprune "
+                        "prune --json or its --resume file); several shares are merged")
+    p.add_argument("--out", required=True, help="folder for NAME.md, NAME.png, NAME.json")
+    p.add_argument("--name", default="report", help="base name of the files written")
 
 
 def _setup(args: argparse.Namespace) -> None:

@@ -95,3 +95,16 @@ def compacting_poz_search(arch, params, x, fit, threshold: float, direction: str
                 break
             current = trial
     return current
+
+
+def assert_same_search(vec, seq) -> None:
+    """Two lists of search results made the same decisions: equal masks, the same layers
+    visited with the same candidate orders and removals, scores equal to 2e-4; each final fit
+    at or above its threshold."""
+    for a, b in zip(vec, seq, strict=True):
+        for name in a.masks:
+            np.testing.assert_array_equal(a.masks[name], b.masks[name], err_msg=name)
+        for ta, tb in zip(a.trace, b.trace, strict=True):
+            assert ta.layer == tb.layer and ta.order == tb.order and ta.removed == tb.removed
+            np.testing.assert_allclose(ta.scores, tb.scores, atol=2e-4)
+        assert a.final_score >= a.threshold

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxprune import checkpoint
-from jaxprune.cli import DATASETS, MODELS, build_parser, main
+from jaxprune.cli import DATASETS, MODELS, POZ_DIRECTIONS, build_parser, main
 
 
 def cli(*args, cwd, timeout=300, env=None):
@@ -292,8 +292,10 @@ def test_every_option_has_help_and_every_subcommand_an_example(capsys):
 def test_listed_names_are_the_registries_and_the_models_table_is_narrow(capsys):
     from jaxprune import models
     from jaxprune.data import available_datasets
+    from jaxprune.search._common import POZ_DIRECTIONS as search_directions
 
     assert MODELS == tuple(models.available())
+    assert POZ_DIRECTIONS == search_directions
     assert DATASETS == available_datasets()
     assert main(["models"]) == 0
     assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 110

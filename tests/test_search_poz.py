@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_same_search as assert_same
 
 from jaxprune import geometry, models
 from jaxprune.masks import layer_flops
@@ -23,16 +24,6 @@ CASES = [  # (network config, stimuli, threshold, chunk size)
     (("lenet5_mnist", {"input_shape": (8, 8, 1), "widths": (8, 8, 24, 12)}), 50, 0.8, 5),
     (("mlp", {"input_dim": 20, "widths": (24, 16, 12), "dropout": 0.0}), 40, 0.95, 3),
 ]
-
-
-def assert_same(vec, seq):
-    for a, b in zip(vec, seq, strict=True):
-        for name in a.masks:
-            np.testing.assert_array_equal(a.masks[name], b.masks[name], err_msg=name)
-        for ta, tb in zip(a.trace, b.trace, strict=True):
-            assert ta.layer == tb.layer and ta.order == tb.order and ta.removed == tb.removed
-            np.testing.assert_allclose(ta.scores, tb.scores, atol=2e-4)
-        assert a.final_score >= a.threshold
 
 
 @pytest.mark.parametrize("direction", ["bottom-up", "top-down"])

@@ -41,20 +41,26 @@ def network_for(model: str, data: ImageDataset, **config: Any) -> Architecture:
 def train_seeds(
     model: str,
     data_name: str,
-    seeds: int,
+    seeds: int | Sequence[int],
     out: str | Path,
     train_config: TrainConfig,
     *,
     data_dir: str | None = None,
     model_config: dict[str, Any] | None = None,
+    train_images: int | None = None,
     progress: bool = True,
 ) -> tuple[Architecture, Params, dict[str, Any]]:
-    """Train ``seeds`` networks in one program on ``data_name`` and save them (with their
-    per-seed accuracies) to ``out/model``; an interrupted run resumes from ``out/train``."""
+    """Train ``seeds`` networks (a count: seeds ``0..seeds-1``; or the seed ids) in one
+    program on ``data_name`` (its first ``train_images`` training images when given) and save
+    them (with their per-seed accuracies) to ``out/model``; an interrupted run resumes from
+    ``out/train``."""
     train = load_dataset(data_name, "train", data_dir=data_dir)
+    if train_images is not None:
+        train = train.take(train_images)
     test = load_dataset(data_name, "test", data_dir=data_dir)
     arch = network_for(model, train, **(model_config or {}))
-    config = dataclasses.replace(train_config, seeds=tuple(range(seeds)))
+    ids = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
+    config = dataclasses.replace(train_config, seeds=ids)
     out = Path(out)
     result = fit(arch, train.float_images(), train.labels, config,
                  test=(test.float_images(), test.labels), checkpoint_dir=out / "train",
@@ -62,6 +68,7 @@ def train_seeds(
     final = result.final()
     summary = {
         "model": model, "data": data_name, "seeds": list(config.seeds),
+        "train_images": len(train.labels),
         "test_accuracy": final["test_accuracy"].tolist(),
         "val_accuracy": final["val_accuracy"].tolist(),
         "epochs_run": result.epochs_run, "train_config": config.to_dict(),

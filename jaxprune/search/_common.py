@@ -18,11 +18,15 @@ from jaxprune.models import Architecture
 from jaxprune.models.network import seed_count, seed_slice
 
 DIRECTIONS = ("bottom-up", "top-down")
+#: The PoZ search's layer orders: the papers' two, and two beyond one greedy pass
+#: (:mod:`jaxprune.search.poz`): ``alternate`` (top-down and bottom-up passes until a pass
+#: removes nothing), ``global`` (one PoZ ranking over all layers' units), ``global-alternate``.
+POZ_DIRECTIONS = (*DIRECTIONS, "alternate", "global", "global-alternate")
 
 
-def check_direction(direction: str) -> None:
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+def check_direction(direction: str, allowed: Sequence[str] = DIRECTIONS) -> None:
+    if direction not in allowed:
+        raise ValueError(f"direction must be one of {tuple(allowed)}, got {direction!r}")
 
 
 def layers_in_order(arch: Architecture, layers: str | Sequence[str] | None,

@@ -4,6 +4,15 @@ In each visited layer, units are ranked by Percentage of Zeros (highest first) a
 cumulatively while ``fit(target, readout RSM of the pruned network) >= threshold``; the first
 removal that breaks it ends the layer (a layer always keeps one unit).
 
+Directions (``PoZConfig.direction``): the papers' ``bottom-up`` and ``top-down`` visit each
+layer once; ``alternate`` repeats top-down and bottom-up passes (top-down first) over the
+layers as pruned so far, each visit removing further kept units in PoZ order, until a whole
+pass removes nothing; ``global`` ranks the units of all layers together by PoZ (a fraction of
+zeros, comparable across layers) and removes them cumulatively in that order across layers,
+stopping at the first removal that breaks the threshold (a layer's last unit is never a
+candidate); ``global-alternate`` continues ``global`` with ``alternate`` passes. Every removal
+of every direction is checked against the threshold.
+
 The vectorised search evaluates the candidate removals of a layer chunk by chunk, each chunk
 one ``jit(vmap(...))`` call, and stops at the first chunk containing a failure. It uses:
 
@@ -50,6 +59,7 @@ from jaxprune.models.residual import candidate_flops_residual, is_residual
 from jaxprune.provenance import check_identity, fingerprint, identity
 from jaxprune.search._common import (
     DIRECTIONS,
+    POZ_DIRECTIONS,
     check_direction,
     check_stimuli,
     layer_poz,
@@ -120,7 +130,10 @@ def check_inputs(
     labels: np.ndarray | None = None,
 ) -> list[str]:
     """Validate a search before any work; returns the layers to prune in visiting order."""
-    check_direction(config.direction)
+    check_direction(config.direction, POZ_DIRECTIONS)
+    if config.direction.startswith("global") and config.rank != "once":
+        raise ValueError(f"direction {config.direction!r} ranks all layers' units together on "
+                         "the unpruned network: it needs rank='once'")
     if config.threshold is not None and not 0.0 < config.threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {config.threshold}")
     if config.rank not in ("once", "recompute"):
@@ -137,7 +150,8 @@ def check_inputs(
     if target_rsm is not None and np.shape(target_rsm) != (rows, rows):
         what = f"{rows} classes" if config.class_means else f"{rows} stimuli"
         raise ValueError(f"target RSM has shape {np.shape(target_rsm)} but there are {what}")
-    return layers_in_order(arch, config.layers, config.direction)
+    return layers_in_order(arch, config.layers,
+                           "top-down" if config.direction == "top-down" else "bottom-up")
 
 
 # ----------------------------------------------------------------------------- pure pieces
@@ -178,7 +192,8 @@ def poz_order(acts: jax.Array, eps: float = 0.0) -> tuple[np.ndarray, np.ndarray
 
 def _layer_chunk_one(arch, index, chunk, params, masks, fit, a, z_prev, ctx, order, k0):
     """Fits of the candidates ``k0+1 .. k0+chunk`` of layer ``index`` (units ``order[:k]``
-    removed) and the next pre-activation with all of the chunk removed. One seed. ``ctx``:
+    removed on top of ``masks``, which keep them; ``order`` starts with a permutation of the
+    layer's units) and the next pre-activation with all of the chunk removed. One seed. ``ctx``:
     what the continuation needs besides ``z_prev`` (residual families: the consumer's block
     input; chains: None)."""
     units = jax.lax.dynamic_slice_in_dim(order, k0, chunk)
@@ -187,7 +202,7 @@ def _layer_chunk_one(arch, index, chunk, params, masks, fit, a, z_prev, ctx, ord
         width = a.shape[-1]
         rank = jnp.zeros(width, jnp.int32).at[order[:width]].set(jnp.arange(width))
         ks = k0 + jnp.arange(1, chunk + 1)
-        cand = (rank[None, :] >= ks[:, None]).astype(a.dtype)
+        cand = (rank[None, :] >= ks[:, None]).astype(a.dtype) * masks[arch.readout_layer][None]
         return jax.vmap(lambda m: fit(a * channel_last(m, a.ndim), m))(cand), z_prev
     contrib = jax.vmap(lambda u: unit_contribution(arch, params, index, a, u))(units)
     zs = z_prev[None] - running_sum(contrib)
@@ -282,14 +297,21 @@ class _State:
             return self.orders[index]
         return _orders(a, self.config.poz_eps)
 
-    def set_mask(self, index: int, removed: np.ndarray, orders) -> None:
-        width = self.arch.layers[index].width
-        m = np.ones((self.seeds, width), np.float32)
-        for s in range(self.seeds):
-            m[s, orders[s][0][: removed[s]]] = 0.0
+    def kept_in_order(self, index: int) -> list[np.ndarray]:
+        """Per seed, the layer's kept units by decreasing PoZ (:meth:`order`)."""
+        z = self.layer_input(index)
+        mask = np.asarray(self.masks[self.arch.layers[index].name])
+        orders = self.order(index, jax.nn.relu(z))
+        return [o[mask[s, o] > 0] for s, (o, _) in enumerate(orders)]
+
+    def remove(self, index: int, units: Sequence[np.ndarray]) -> None:
+        """Remove ``units[s]`` of layer ``index`` from seed ``s``'s mask."""
         name = self.arch.layers[index].name
-        if np.array_equal(m, np.asarray(self.masks[name])):
+        if not any(len(u) for u in units):
             return  # nothing removed: the cached pre-activations above stay valid
+        m = np.array(self.masks[name])
+        for s, u in enumerate(units):
+            m[s, np.asarray(u, int)] = 0.0
         self.masks = {**self.masks, name: jnp.asarray(m)}
         for j in [j for j in self.pre if j > index]:
             del self.pre[j]
@@ -306,23 +328,8 @@ def _search_batch(arch, params, x, config, target_rsm, average, layers, sequenti
             f"pruning (fit {st.baseline[low[0]]:.3f} < {st.threshold[low[0]]:.3f}; 0 means a "
             "constant readout RSM): nothing can be removed from them", UserWarning, stacklevel=3)
     traces: list[list[LayerTrace]] = [[] for _ in range(st.seeds)]
-    bar = tqdm(layers, desc=f"PoZ {config.direction}", disable=not progress, leave=False)
-    for name in bar:
-        bar.set_postfix_str(name)  # progress per layer: which one is being searched
-        index = arch.index(name)
-        width = arch.layers[index].width
-        z = st.layer_input(index)
-        a = jax.nn.relu(z)
-        orders = st.order(index, a)
-        if sequential:
-            removed, scores = _layer_sequential(st, index, orders)
-        else:
-            removed, scores = _layer_vectorised(st, index, a, z, orders)
-        for s in range(st.seeds):
-            traces[s].append(LayerTrace(name, orders[s][0].tolist(),
-                                        [float(v) for v in scores[s]], int(removed[s]),
-                                        note=f"width {width}"))
-        st.set_mask(index, removed, orders)
+    visit = partial(_visit, st, traces, sequential)
+    passes = _run_direction(st, config.direction, layers, visit, progress)
     final = _final_fits(st)
     wall = time.perf_counter() - t0
     out = []
@@ -336,9 +343,99 @@ def _search_batch(arch, params, x, config, target_rsm, average, layers, sequenti
             wall_time_s=wall / st.seeds,
             config={"metric": config.metric, "rsm_method": config.rsm_method,
                     "rank": config.rank, "stimuli": int(x.shape[0]),
-                    "class_means": config.class_means},
+                    "class_means": config.class_means, "passes": int(passes[s])},
         ))
     return out
+
+
+def _visit(st: _State, traces, sequential: bool, index: int, units: Sequence[np.ndarray],
+           n_cand: np.ndarray, note: str) -> np.ndarray:
+    """Remove, per seed, the longest prefix of ``units[s][:n_cand[s]]`` (kept units of layer
+    ``index``) whose every cumulative removal keeps the fit at the threshold, and record the
+    visit in ``traces``; a seed with ``n_cand < 0`` is not visited. Returns units removed."""
+    visited, n_cand = n_cand >= 0, np.maximum(n_cand, 0)
+    z = st.layer_input(index)
+    if sequential:
+        removed, scores = _layer_sequential(st, index, units, n_cand)
+    else:
+        removed, scores = _layer_vectorised(st, index, jax.nn.relu(z), z, units, n_cand)
+    name, width = st.arch.layers[index].name, st.arch.layers[index].width
+    for s in np.flatnonzero(visited):
+        traces[s].append(LayerTrace(name, units[s].tolist(), [float(v) for v in scores[s]],
+                                    int(removed[s]), note=f"width {width}{note}"))
+    st.remove(index, [u[:r] for u, r in zip(units, removed, strict=True)])
+    return removed
+
+
+def _layer_pass(st: _State, names: Sequence[str], visit, active: np.ndarray, label: str,
+                progress: bool) -> np.ndarray:
+    """One visit of every layer of ``names`` in that order, for the ``active`` seeds: each
+    visit's candidates are the layer's kept units in PoZ order but the last. Returns the
+    units removed per seed."""
+    total = np.zeros(st.seeds, int)
+    bar = tqdm(names, desc=f"PoZ {label}", disable=not progress, leave=False)
+    for name in bar:
+        bar.set_postfix_str(name)  # progress per layer: which one is being searched
+        index = st.arch.index(name)
+        units = st.kept_in_order(index)
+        n_cand = np.where(active, [len(u) - 1 for u in units], -1)
+        total += visit(index, units, n_cand, "" if label in DIRECTIONS else f", {label}")
+    return total
+
+
+def _run_direction(st: _State, direction: str, layers: Sequence[str], visit,
+                   progress: bool) -> np.ndarray:
+    """Run the search's visits (module docstring) on ``st``; returns the layer passes made
+    per seed (a global ranking counts as none)."""
+    everyone = np.ones(st.seeds, bool)
+    if direction in DIRECTIONS:
+        _layer_pass(st, layers, visit, everyone, direction, progress)
+        return np.ones(st.seeds, int)
+    if direction.startswith("global"):
+        _global_pass(st, layers, visit)
+    passes = np.zeros(st.seeds, int)
+    if direction.endswith("alternate"):
+        active, p = everyone, 0
+        while active.any():
+            order = DIRECTIONS[1 - p % 2]  # top-down first
+            names = sorted(layers, key=st.arch.index, reverse=order == "top-down")
+            removed = _layer_pass(st, names, visit, active, f"pass {p + 1} {order}", progress)
+            passes += active
+            active, p = active & (removed > 0), p + 1
+    return passes
+
+
+def global_steps(arch: Architecture, orders: dict[int, tuple[np.ndarray, np.ndarray]],
+                 layers: Sequence[str]) -> list[tuple[int, np.ndarray]]:
+    """The global PoZ order of one seed as runs of consecutive units of one layer.
+
+    ``orders[i] = (units by decreasing PoZ, PoZ values)`` of layer ``i``. All layers' units
+    but each layer's last-ranked one are sorted by (decreasing PoZ, layer, the layer's own
+    rank); consecutive units of the same layer form one step ``(layer index, units)``."""
+    entries = []
+    for name in layers:
+        index = arch.index(name)
+        order, poz = orders[index]
+        entries += [(-float(poz[u]), index, rank, int(u)) for rank, u in enumerate(order[:-1])]
+    steps: list[tuple[int, list[int]]] = []
+    for _, index, _, u in sorted(entries):
+        if steps and steps[-1][0] == index:
+            steps[-1][1].append(u)
+        else:
+            steps.append((index, [u]))
+    return [(i, np.asarray(u, int)) for i, u in steps]
+
+
+def _global_pass(st: _State, layers: Sequence[str], visit) -> None:
+    """The global search of one seed: the steps of :func:`global_steps` in turn, each a visit
+    whose candidates are all its units, until a removal fails."""
+    if st.seeds != 1:
+        raise ValueError("the global search runs one seed at a time (seed_batch=1)")
+    steps = global_steps(st.arch, {i: o[0] for i, o in st.orders.items()}, layers)
+    for k, (index, units) in enumerate(steps):
+        if visit(index, [units], np.asarray([len(units)]), f", global step {k + 1}")[0] \
+                < len(units):
+            return
 
 
 @jax.jit
@@ -355,40 +452,46 @@ def _final_fits(st: _State) -> np.ndarray:
     return np.asarray(_masked_fits(st.fit, z, st.masks[st.arch.readout_layer]))
 
 
-def _layer_vectorised(st: _State, index: int, a, z, orders):
-    """Chunked candidate evaluation for all seeds; stops at the first chunk with a failure."""
+def _layer_vectorised(st: _State, index: int, a, z, units, n_cand):
+    """Chunked candidate evaluation for all seeds (candidate ``k`` of seed ``s``: the units
+    ``units[s][:k]`` removed, ``k <= n_cand[s]``); stops at the first chunk with a failure."""
     arch, width = st.arch, st.arch.layers[index].width
-    n_cand = width - 1
-    removed = np.full(st.seeds, n_cand)
+    removed = np.asarray(n_cand).copy()
     scores: list[list[float]] = [[] for _ in range(st.seeds)]
-    if n_cand == 0:
+    if removed.max(initial=0) == 0:
         return removed, scores
     chunk = chunk_for(arch, index, st.x.shape[0], st.config)
-    n_chunks = -(-n_cand // chunk)
-    pad = n_chunks * chunk - n_cand
-    order = jnp.asarray(np.stack(
-        [np.concatenate([o, np.repeat(o[-1:], pad)]) for o, _ in orders]).astype(np.int32))
+    length = -(-int(removed.max()) // chunk) * chunk + width
+    order = jnp.asarray(np.stack([_padded_order(u, width, length) for u in units]))
     readout = arch.index(arch.readout_layer)
     z_prev, ctx = (st.layer_input(index + 1) if index < readout else z), None
     if is_residual(arch) and index < readout:  # backbones: the consumer and its block input
         z_prev, ctx = _consumer_seeds(arch, index, st.params, st.masks, st.x)
-    done = np.zeros(st.seeds, bool)
+    done = removed == 0
     k0 = np.zeros(st.seeds, np.int32)
     while not done.all():
         fits, z_last = _layer_chunk_seeds(arch, index, chunk, st.params, st.masks, st.fit,
                                           a, z_prev, ctx, order, jnp.asarray(k0))
         fits = np.asarray(fits)
         for s in np.flatnonzero(~done):
-            valid = fits[s][: max(0, min(chunk, n_cand - k0[s]))]
+            valid = fits[s][: max(0, min(chunk, n_cand[s] - k0[s]))]
             fail = np.flatnonzero(valid < st.threshold[s])
             scores[s].extend(valid[: fail[0] + 1 if fail.size else None].tolist())
             if fail.size:
                 removed[s], done[s] = k0[s] + fail[0], True
             else:
                 k0[s] += chunk
-                done[s] = k0[s] >= n_cand
+                done[s] = k0[s] >= n_cand[s]
         z_prev = z_last
     return removed, scores
+
+
+def _padded_order(units: np.ndarray, width: int, length: int) -> np.ndarray:
+    """``units`` then the layer's other units (a permutation of ``range(width)``), padded to
+    ``length`` by repeating the last entry (padded candidates are never read)."""
+    rest = np.setdiff1d(np.arange(width), units, assume_unique=True)
+    perm = np.concatenate([np.asarray(units, int), rest])
+    return np.concatenate([perm, np.repeat(perm[-1:], length - width)]).astype(np.int32)
 
 
 @partial(jax.jit, static_argnums=(0,))
@@ -397,18 +500,19 @@ def _fit_of_masks(arch, params, masks, fit, x):
     return fit(acts[arch.readout_layer], masks[arch.readout_layer])
 
 
-def _layer_sequential(st: _State, index: int, orders):
-    """The reference: one full forward pass per candidate, stop at the first failure."""
-    name, width = st.arch.layers[index].name, st.arch.layers[index].width
+def _layer_sequential(st: _State, index: int, units, n_cand):
+    """The reference: one full forward pass per candidate (``units[s][:k]`` removed on top of
+    the current masks), stop at the first failure."""
+    name = st.arch.layers[index].name
     removed = np.zeros(st.seeds, int)
     scores: list[list[float]] = [[] for _ in range(st.seeds)]
     for s in range(st.seeds):
         params = seed_slice(st.params, s)
         masks = {k: v[s] for k, v in st.masks.items()}
         fit = seed_slice(st.fit, s)
-        mask = np.ones(width, np.float32)
-        for k in range(1, width):
-            mask[orders[s][0][k - 1]] = 0.0
+        mask = np.array(masks[name])
+        for k in range(1, int(n_cand[s]) + 1):
+            mask[units[s][k - 1]] = 0.0
             value = float(_fit_of_masks(st.arch, params, {**masks, name: jnp.asarray(mask)},
                                         fit, st.x))
             scores[s].append(value)
@@ -450,6 +554,8 @@ def poz_search(
     if not stacked:
         params = jax.tree.map(lambda p: p[None], params)
     seeds = jax.tree.leaves(params)[0].shape[0]
+    if config.direction.startswith("global"):
+        seed_batch = 1  # each seed's global order is its own sequence of layer steps
     results: list[PruneResult] = []
     for start in range(0, seeds, seed_batch):
         batch = jax.tree.map(lambda p, start=start: p[start:start + seed_batch], params)
