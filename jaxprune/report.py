@@ -161,3 +161,89 @@ def _save(fig, path: str | Path) -> Path:
         return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
         plt.close(fig)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured markdown table (cells as given, converted with ``str``)."""
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_fraction_summary(curves, path: str | Path, *, title: str, note: str = "") -> Path:
+    """Fraction curves of several seeds (a ``CurveSet`` or a list of curves) in one panel: the
+    PoZ-order fit (mean ± sd over seeds), the random orders pooled over seeds (5–95 % band and
+    median) on the left axis, and the largest kept PoZ (mean ± sd) on the right axis;
+    ``note``: a second title line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cs = list(curves) if isinstance(curves, list | tuple) else _as_curves(curves)
+    first, levels = cs[0], np.asarray(cs[0].levels)
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    if first.random_fits:
+        rf = np.concatenate([np.asarray(c.random_fits) for c in cs])
+        ax.fill_between(levels, np.percentile(rf, 5, 0), np.percentile(rf, 95, 0),
+                        color="0.85", label=f"random orders, 5–95 % ({len(rf)} pooled)")
+        ax.plot(levels, np.median(rf, 0), color="0.45", lw=1, label="random orders, median")
+    for key, axis, style, label in (("fit", ax, "o-", "fit, PoZ order"),
+                                    ("max_kept_poz", ax.twinx(), "s--", "max kept PoZ")):
+        v = np.asarray([getattr(c, key) for c in cs], np.float64)
+        sd = v.std(0, ddof=1) if len(cs) > 1 else np.zeros(len(levels))
+        color = "C3" if key == "fit" else "C0"
+        axis.errorbar(levels, v.mean(0), yerr=sd, fmt=style, color=color, capsize=2, ms=4,
+                      label=label + (f" (mean ± sd, {len(cs)} seeds)" if len(cs) > 1 else ""))
+        axis.set_ylim(-0.02, 1.04)  # both axes on one scale
+        if key == "max_kept_poz":
+            axis.set_ylabel("largest PoZ among kept units", color=color)
+            axis.legend(fontsize=7, loc="lower right")
+    kind = "kept" if first.level_kind == "kept" else "removed"
+    ax.set(xlabel=f"fraction of {first.layer} units {kind}", ylabel="fit to the unpruned RSM")
+    ax.set_title(title + (f"\n{note}" if note else ""), fontsize=9)
+    if kind == "kept":
+        ax.invert_xaxis()
+    ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, path)
+
+
+def plot_redundancy(results: dict[str, list[dict]], path: str | Path, *, title: str) -> Path:
+    """One row per data set of ``{data: [Redundancy.to_dict() per seed]}``: (left) the RSM's
+    change ``1 − fit`` along the PoZ order (mean over seeds, log scale) against the tolerance
+    ε, with the removable count k* marked; (right) held-out R² of the whole and of the kept
+    embedding from the removed units at each level (mean ± sd), and at k*."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 2, figsize=(10, 3.6 * len(results)), squeeze=False)
+    for (left, right), (name, rs) in zip(axes, results.items(), strict=True):
+        d = rs[0]["width"]
+        frac = np.arange(1, d) / d
+        change = 1.0 - np.asarray([r["fits"][1:] for r in rs], np.float64)
+        left.plot(frac, np.clip(change.mean(0), 1e-7, None), "-", color="C3", lw=1.2,
+                  label=f"1 − fit, PoZ order (mean, {len(rs)} seeds)")
+        eps = np.mean([r["epsilon"] for r in rs])
+        left.axhline(max(eps, 1e-7), color="k", ls="--", lw=1, label=f"ε (mean {eps:.2g})")
+        k = np.mean([r["removable_fraction"] for r in rs])
+        left.axvline(k, color="C2", lw=1, label=f"removable k*/d (mean {k:.2f})")
+        left.set(yscale="log", xlabel="fraction of units removed (PoZ order)",
+                 ylabel="change of the RSM, 1 − fit", title=f"{name}: RSM change")
+        left.legend(fontsize=7)
+        levels = np.asarray(rs[0]["levels"])
+        for key, color, label in (("level_r2_full", "C0", "R², all units"),
+                                  ("level_r2_kept", "C1", "R², kept units")):
+            v = np.asarray([r[key] for r in rs], np.float64)
+            sd = v.std(0, ddof=1) if len(rs) > 1 else np.zeros(len(levels))
+            right.errorbar(levels, v.mean(0), yerr=sd, fmt="o-", color=color, ms=3, capsize=2,
+                           label=label)
+        right.plot([k], [np.mean([r["r2_full"] for r in rs])], "*", color="C2", ms=10,
+                   label="R², all units, at k*")
+        low = min(np.min(np.mean([r["level_r2_kept"] for r in rs], 0)), -0.05)
+        right.set(xlabel="fraction of units removed (PoZ order)", ylim=(low - 0.05, 1.02),
+                  ylabel="held-out R² from the removed units", title=f"{name}: what they carry")
+        right.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -42,6 +42,16 @@ from jaxprune.search.poz import (
     poz_search_directions,
     poz_search_sequential,
 )
+from jaxprune.search.redundant import (
+    Redundancy,
+    explained_by_removed,
+    layer_features,
+    redundancy,
+    removable_count,
+    removal_fits,
+    resample_epsilon,
+    ridge_oof,
+)
 from jaxprune.search.result import LayerTrace, PruneResult, to_jsonable, write_json
 
 __all__ = [
@@ -57,6 +67,7 @@ __all__ = [
     "LayerTrace",
     "PoZConfig",
     "PruneResult",
+    "Redundancy",
     "Splits",
     "candidate_cka",
     "circuit_jaccard",
@@ -66,11 +77,13 @@ __all__ = [
     "cka_prune_sequential",
     "effective_masks",
     "evaluate_circuits",
+    "explained_by_removed",
     "extract_circuits",
     "fraction_curve",
     "incoming_l1",
     "iterative_prune",
     "l1_prune",
+    "layer_features",
     "layerwise_cka",
     "make_fit",
     "poz_order",
@@ -80,6 +93,11 @@ __all__ = [
     "poz_search_sequential",
     "prune_units",
     "random_prune",
+    "redundancy",
+    "removable_count",
+    "removal_fits",
+    "resample_epsilon",
+    "ridge_oof",
     "to_jsonable",
     "write_json",
 ]

@@ -1,0 +1,300 @@
+"""PoZ fraction curves of LeNet-5 on CIFAR-10 (design method 2; issue 13, experiment 2).
+
+For every trained seed: the penultimate layer ``fc2`` (84 post-ReLU units) on the 10,000
+CIFAR-10 test images, class-averaged (10×10) Pearson RSMs; keep 90 %, 80 %, … 10 % of the
+units (``int(p·84)``, the reference code's levels) in PoZ order (highest PoZ removed first);
+at each level the fit (R² of the upper triangles) to the unpruned network's RSM and the
+largest PoZ among the kept units; the same removals in 100 random orders per seed. Mean ± sd
+(ddof=1) over seeds. **PoZ beats random** at a level for a seed when the PoZ order's fit is
+above the median of that seed's 100 random-order fits; the table gives the fraction of seeds
+where it does (and, per seed, the share of random orders whose fit is below the PoZ order's).
+
+    python experiments/curves_cifar10.py --quick          # tiny networks, under a minute
+    python experiments/curves_cifar10.py                  # runs/aim1/cifar10/seeds_*/model
+    python experiments/curves_cifar10.py --checkpoints runs/a/model runs/b/model
+
+Full mode resumes per seed from ``<out>/curves_cifar10.json`` (refused when written with other
+options or data; ``--fresh`` starts afresh). Writes ``curves_cifar10.{json,md,png}`` into
+``--out`` (full: ``docs/results``; quick: a new temporary folder). The CIFAR-10 copy in
+../shared/data is JPEG q75 (lossy), see its README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "curves_cifar10"
+DEFAULT_CHECKPOINTS = ("runs/aim1/cifar10/seeds_*/model",)
+DATA_NOTE = "CIFAR-10: the JPEG q75 (lossy) copy in ../shared/data"
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a run computes (every field enters the results file's identity)."""
+
+    data: str = "cifar10"
+    layer: str = "fc2"
+    keep: tuple[float, ...] = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+    n_random: int = 100
+    stimuli: int | None = None  # None: the whole split (10,000 test images)
+    split: str = "test"
+    class_means: bool = True
+    metric: str = "r2"
+    rsm_method: str = "pearson"
+    quick: bool = False
+
+
+#: quick mode: the tiny networks of ``jaxprune.pipeline.seeds.QUICK_NETWORKS`` (3 seeds in two
+#: checkpoints, 30 training images per class, 2 epochs), 200 test images, 20 random orders
+QUICK = Options(n_random=20, stimuli=200, quick=True)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="train tiny networks; under a minute")
+    p.add_argument("--checkpoints", nargs="+", metavar="DIR",
+                   help=f"checkpoint folders (default: {' '.join(DEFAULT_CHECKPOINTS)})")
+    p.add_argument("--out", type=Path, help="results folder (full: docs/results; quick: temp)")
+    p.add_argument("--data-dir", help="folder of the data sets (default: ../shared/data)")
+    p.add_argument("--layer", help="layer to prune (default fc2)")
+    p.add_argument("--random", type=int, dest="n_random", help="random orders per seed")
+    p.add_argument("--stimuli", type=int, help="first N test images (default: all)")
+    p.add_argument("--fresh", action="store_true", help="ignore an earlier results file")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def options_of(args: argparse.Namespace) -> Options:
+    base = QUICK if args.quick else Options()
+    given = {k: getattr(args, k) for k in ("layer", "n_random", "stimuli")
+             if getattr(args, k) is not None}
+    return replace(base, **given)
+
+
+def checkpoints_of(args, out: Path) -> list[Path]:
+    """Quick: the tiny networks in ``out/checkpoints/cifar10`` (trained there if missing)."""
+    from jaxprune.pipeline.seeds import quick_checkpoints, resolve_checkpoints
+
+    if not args.quick:
+        return resolve_checkpoints(args.checkpoints, DEFAULT_CHECKPOINTS, ROOT)
+    return quick_checkpoints("cifar10", out / "checkpoints", args.data_dir)
+
+
+@dataclass
+class Job:
+    """Everything checked and loaded before the long work."""
+
+    options: Options
+    out: Path
+    infos: list
+    refs: list
+    x: np.ndarray
+    labels: np.ndarray
+    data: dict[str, Any]
+    store: Any
+
+
+def prepare(args: argparse.Namespace) -> Job:
+    """Check every input (``InputError``/``OSError``/``ValueError`` on bad ones), load the
+    stimuli, hash every seed and open the resume file."""
+    from jaxprune.data import load_dataset
+    from jaxprune.outputs import check_folder_writable, remove_stale_temporaries
+    from jaxprune.pipeline.seeds import (
+        InputError,
+        SeedResults,
+        inspect_checkpoints,
+        same_width,
+        seed_refs,
+    )
+    from jaxprune.provenance import fingerprint, identity
+    from jaxprune.search.curves import removed_counts
+    from jaxprune.search.fit import class_average
+
+    options = options_of(args)
+    if options.n_random < 0:
+        raise InputError(f"--random {options.n_random}: must be 0 or more random orders")
+    out = args.out or (Path(tempfile.mkdtemp(prefix=f"{NAME}_quick-")) if args.quick
+                       else ROOT / "docs" / "results")
+    check_folder_writable(out, "--out")
+    infos = inspect_checkpoints(checkpoints_of(args, out), layer=options.layer,
+                                data=(options.data,))
+    removed_counts(same_width(infos, options.layer), keep=options.keep)
+    ds = load_dataset(options.data, options.split, args.data_dir, download=False)
+    if options.stimuli is not None:
+        if not 3 <= options.stimuli <= len(ds):
+            raise InputError(f"--stimuli {options.stimuli}: use 3 .. {len(ds)} images")
+        ds = ds.take(options.stimuli)
+    if ds.image_shape != tuple(infos[0].arch.input_shape):
+        raise InputError(f"{options.data} images are {ds.image_shape}, the networks take "
+                         f"{infos[0].arch.input_shape}; pass networks trained on them")
+    class_average(ds.labels)  # every class among the stimuli
+    x = ds.float_images()
+    data = {"name": options.data, "split": options.split, "stimuli": len(ds),
+            "source": ds.source, "stimuli_hash": fingerprint(x, ds.labels), "note": DATA_NOTE}
+    ident = identity(experiment=NAME, **asdict(options),  # flat: a refusal names the field
+                     data_stimuli=len(ds), data_stimuli_hash=data["stimuli_hash"])
+    refs = seed_refs(infos)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    store = SeedResults(out / f"{NAME}.json", ident, refs, fresh=args.fresh)
+    return Job(options, out, infos, refs, x, ds.labels, data, store)
+
+
+def run_seed(job: Job, info, ref, params) -> dict[str, Any]:
+    """One seed's curve (:func:`jaxprune.search.curves.fraction_curve`); random orders from
+    ``default_rng([order_seed, 0])``, ``order_seed`` from the seed's parameter hash."""
+    from jaxprune.models import seed_slice
+    from jaxprune.pipeline.seeds import order_seed
+    from jaxprune.search.curves import fraction_curve
+
+    o = job.options
+    t0 = time.perf_counter()
+    curve = fraction_curve(info.arch, seed_slice(params, ref.index), job.x, o.layer,
+                           keep=o.keep, n_random=o.n_random, seed=order_seed(ref),
+                           metric=o.metric, rsm_method=o.rsm_method,
+                           class_means=o.class_means, labels=job.labels)
+    curve.seed = ref.global_id
+    curve.random_fits = np.round(np.asarray(curve.random_fits), 6).tolist()
+    acc = info.metadata.get("test_accuracy")
+    return {"order_seed": order_seed(ref), "test_accuracy": acc[ref.index] if acc else None,
+            "curve": curve.to_dict(), "seconds": time.perf_counter() - t0}
+
+
+def curves_of(entries: list[dict[str, Any]]) -> list:
+    from jaxprune.search.curves import FractionCurve
+
+    return [FractionCurve(**e["curve"]) for e in entries]
+
+
+def summarize(entries: list[dict[str, Any]], width: int) -> dict[str, Any]:
+    """Per level over seeds: mean ± sd of the fit and of the largest kept PoZ, the fraction of
+    seeds whose PoZ fit beats their median random fit, and the mean/sd of the share of random
+    orders below the PoZ order; the random orders' median fit (mean over seeds)."""
+    from jaxprune.search.curves import summarize as curve_summary
+
+    cs = curves_of(entries)
+    out = {"seeds": len(cs), "width": width, **curve_summary(cs)}
+    out["kept"] = [width - k for k in out["removed"]]
+    if cs[0].random_fits:
+        p = np.asarray([c.p_poz_beats_random for c in cs])
+        med = np.asarray([np.median(np.asarray(c.random_fits), 0) for c in cs])
+        out["p_random_below_poz_mean"] = p.mean(0).tolist()
+        out["p_random_below_poz_sd"] = (p.std(0, ddof=1) if len(cs) > 1 else 0 * p[0]).tolist()
+        out["random_median_fit_mean"] = med.mean(0).tolist()
+    out["beats_definition"] = ("PoZ order beats random at a level for a seed when its fit is "
+                               "above the median of that seed's random-order fits")
+    return out
+
+
+def provenance(job: Job) -> dict[str, Any]:
+    """What produced the results: checkpoints (paths, per-seed parameter hashes), data,
+    options, versions, commit and command."""
+    import jax
+
+    import jaxprune
+    from jaxprune.pipeline.seeds import checkpoint_records, git_commit
+
+    return {"experiment": f"experiments/{NAME}.py", "command": " ".join(sys.argv),
+            "checkpoints": checkpoint_records(job.infos, job.refs), "data": job.data,
+            "options": asdict(job.options), "jaxprune_version": jaxprune.__version__,
+            "jax_version": jax.__version__, "git_commit": git_commit(ROOT)}
+
+
+def save(job: Job, started: float) -> dict[str, Any]:
+    """Write the results file (after every seed): per-seed entries, summary, provenance."""
+    entries = job.store.ordered()
+    width = job.infos[0].arch.widths[job.options.layer]
+    extra = {"experiment": NAME, "complete": len(entries) == len(job.refs),
+             "summary": summarize(entries, width) if entries else None,
+             "provenance": provenance(job), "wall_time_s_this_call": time.perf_counter() - started}
+    job.store.write(extra)
+    return {"identity": job.store.identity, **extra, "per_seed": entries}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The summary as a markdown table with a header naming networks, data and options."""
+    from jaxprune.report import markdown_table, mean_sd
+
+    s, o = result["summary"], result["provenance"]["options"]
+    cs = curves_of(result["per_seed"])
+    rows = []
+    for i, level in enumerate(s["levels"]):
+        beats = s.get("fraction_of_seeds_poz_beats_median_random")
+        rows.append([f"{level:.1f}", s["kept"][i], mean_sd([c.fit[i] for c in cs], 3),
+                     f"{s['random_median_fit_mean'][i]:.3f}" if beats else "-",
+                     mean_sd([c.max_kept_poz[i] for c in cs], 3),
+                     f"{beats[i]:.2f}" if beats else "-",
+                     mean_sd([c.p_poz_beats_random[i] for c in cs], 2) if beats else "-"])
+    acc = [e["test_accuracy"] for e in result["per_seed"] if e["test_accuracy"] is not None]
+    d = result["provenance"]["data"]
+    quick = " (QUICK MODE: tiny networks)" if o["quick"] else ""
+    rsm = "class-averaged (10×10)" if o["class_means"] else "per-image"
+    head = (f"# PoZ fraction curves: {o['layer']}, {s['seeds']} seeds of "
+            f"{len(result['provenance']['checkpoints'])} checkpoint(s){quick}\n\n"
+            f"{d['note']}; {d['stimuli']} {d['split']} images, {rsm} {o['rsm_method']} RSMs, "
+            f"fit = {o['metric']} of the upper triangles; {o['n_random']} random orders per "
+            "seed; mean ± sd over seeds (ddof=1)"
+            + (f"; test accuracy {mean_sd(acc, 3)}" if acc else "") + ".\n\n"
+            f"*{s['beats_definition']}*; P(random < PoZ): share of a seed's random orders "
+            "whose fit is below the PoZ order's.\n\n")
+    return head + markdown_table(
+        ["fraction kept", "units kept", "fit (PoZ order)", "random median fit",
+         "max kept PoZ", "seeds where PoZ beats random", "P(random < PoZ)"], rows) + "\n"
+
+
+def report(result: dict[str, Any], out: Path) -> None:
+    """``curves_cifar10.md`` and ``.png`` from the results; the table printed."""
+    from jaxprune.outputs import write_atomic
+    from jaxprune.report import plot_fraction_summary
+
+    text = markdown(result)
+    write_atomic(out / f"{NAME}.md", lambda tmp: tmp.write_text(text))
+    s, o = result["summary"], result["provenance"]["options"]
+    plot_fraction_summary(curves_of(result["per_seed"]), out / f"{NAME}.png",
+                          title=f"PoZ fraction curves, LeNet-5 {o['layer']} "
+                                f"({s['seeds']} seeds{', quick' if o['quick'] else ''})",
+                          note=f"{result['provenance']['data']['note']}; "
+                               f"{result['provenance']['data']['stimuli']} test images, "
+                               "class-mean RSMs")
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the experiment; exits with status 2 and one ``error: ...`` line on a bad input."""
+    from jaxprune.pipeline.seeds import fail, load_params
+
+    started = time.perf_counter()
+    args = parse(argv)
+    try:
+        job = prepare(args)
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(job.refs), disable=args.no_progress, desc=NAME, unit="seed")
+    for info in job.infos:
+        todo = [r for r in job.refs if r.checkpoint == info.path and not job.store.done(r)]
+        bar.update(sum(r.checkpoint == info.path for r in job.refs) - len(todo))
+        params = load_params(info) if todo else None
+        for ref in todo:
+            job.store.add(ref, run_seed(job, info, ref, params))
+            save(job, started)
+            bar.update(1)
+    bar.close()
+    result = save(job, started)
+    report(result, job.out)
+    print(f"wrote {job.out / (NAME + '.json')}, .md, .png")
+    return result
+
+
+if __name__ == "__main__":
+    main()
