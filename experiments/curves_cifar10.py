@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxprune.experiment_reports import curves_summary, write_curves_report
+
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "curves_cifar10"
 DEFAULT_CHECKPOINTS = ("runs/aim1/cifar10/seeds_*/model",)
@@ -169,32 +171,6 @@ def run_seed(job: Job, info, ref, params) -> dict[str, Any]:
             "curve": curve.to_dict(), "seconds": time.perf_counter() - t0}
 
 
-def curves_of(entries: list[dict[str, Any]]) -> list:
-    from jaxprune.search.curves import FractionCurve
-
-    return [FractionCurve(**e["curve"]) for e in entries]
-
-
-def summarize(entries: list[dict[str, Any]], width: int) -> dict[str, Any]:
-    """Per level over seeds: mean ± sd of the fit and of the largest kept PoZ, the fraction of
-    seeds whose PoZ fit beats their median random fit, and the mean/sd of the share of random
-    orders below the PoZ order; the random orders' median fit (mean over seeds)."""
-    from jaxprune.search.curves import summarize as curve_summary
-
-    cs = curves_of(entries)
-    out = {"seeds": len(cs), "width": width, **curve_summary(cs)}
-    out["kept"] = [width - k for k in out["removed"]]
-    if cs[0].random_fits:
-        p = np.asarray([c.p_poz_beats_random for c in cs])
-        med = np.asarray([np.median(np.asarray(c.random_fits), 0) for c in cs])
-        out["p_random_below_poz_mean"] = p.mean(0).tolist()
-        out["p_random_below_poz_sd"] = (p.std(0, ddof=1) if len(cs) > 1 else 0 * p[0]).tolist()
-        out["random_median_fit_mean"] = med.mean(0).tolist()
-    out["beats_definition"] = ("PoZ order beats random at a level for a seed when its fit is "
-                               "above the median of that seed's random-order fits")
-    return out
-
-
 def provenance(job: Job) -> dict[str, Any]:
     """What produced the results: checkpoints (paths, per-seed parameter hashes), data,
     options, versions, commit and command."""
@@ -214,58 +190,10 @@ def save(job: Job, started: float) -> dict[str, Any]:
     entries = job.store.ordered()
     width = job.infos[0].arch.widths[job.options.layer]
     extra = {"experiment": NAME, "complete": len(entries) == len(job.refs),
-             "summary": summarize(entries, width) if entries else None,
+             "summary": curves_summary(entries, width) if entries else None,
              "provenance": provenance(job), "wall_time_s_this_call": time.perf_counter() - started}
     job.store.write(extra)
     return {"identity": job.store.identity, **extra, "per_seed": entries}
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The summary as a markdown table with a header naming networks, data and options."""
-    from jaxprune.report import markdown_table, mean_sd
-
-    s, o = result["summary"], result["provenance"]["options"]
-    cs = curves_of(result["per_seed"])
-    rows = []
-    for i, level in enumerate(s["levels"]):
-        beats = s.get("fraction_of_seeds_poz_beats_median_random")
-        rows.append([f"{level:.1f}", s["kept"][i], mean_sd([c.fit[i] for c in cs], 3),
-                     f"{s['random_median_fit_mean'][i]:.3f}" if beats else "-",
-                     mean_sd([c.max_kept_poz[i] for c in cs], 3),
-                     f"{beats[i]:.2f}" if beats else "-",
-                     mean_sd([c.p_poz_beats_random[i] for c in cs], 2) if beats else "-"])
-    acc = [e["test_accuracy"] for e in result["per_seed"] if e["test_accuracy"] is not None]
-    d = result["provenance"]["data"]
-    quick = " (QUICK MODE: tiny networks)" if o["quick"] else ""
-    rsm = "class-averaged (10×10)" if o["class_means"] else "per-image"
-    head = (f"# PoZ fraction curves: {o['layer']}, {s['seeds']} seeds of "
-            f"{len(result['provenance']['checkpoints'])} checkpoint(s){quick}\n\n"
-            f"{d['note']}; {d['stimuli']} {d['split']} images, {rsm} {o['rsm_method']} RSMs, "
-            f"fit = {o['metric']} of the upper triangles; {o['n_random']} random orders per "
-            "seed; mean ± sd over seeds (ddof=1)"
-            + (f"; test accuracy {mean_sd(acc, 3)}" if acc else "") + ".\n\n"
-            f"*{s['beats_definition']}*; P(random < PoZ): share of a seed's random orders "
-            "whose fit is below the PoZ order's.\n\n")
-    return head + markdown_table(
-        ["fraction kept", "units kept", "fit (PoZ order)", "random median fit",
-         "max kept PoZ", "seeds where PoZ beats random", "P(random < PoZ)"], rows) + "\n"
-
-
-def report(result: dict[str, Any], out: Path) -> None:
-    """``curves_cifar10.md`` and ``.png`` from the results; the table printed."""
-    from jaxprune.outputs import write_atomic
-    from jaxprune.report import plot_fraction_summary
-
-    text = markdown(result)
-    write_atomic(out / f"{NAME}.md", lambda tmp: tmp.write_text(text))
-    s, o = result["summary"], result["provenance"]["options"]
-    plot_fraction_summary(curves_of(result["per_seed"]), out / f"{NAME}.png",
-                          title=f"PoZ fraction curves, LeNet-5 {o['layer']} "
-                                f"({s['seeds']} seeds{', quick' if o['quick'] else ''})",
-                          note=f"{result['provenance']['data']['note']}; "
-                               f"{result['provenance']['data']['stimuli']} test images, "
-                               "class-mean RSMs")
-    print(text)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -291,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             bar.update(1)
     bar.close()
     result = save(job, started)
-    report(result, job.out)
+    write_curves_report(result, job.out)
     print(f"wrote {job.out / (NAME + '.json')}, .md, .png")
     return result
 

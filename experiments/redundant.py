@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxprune.experiment_reports import redundant_summary, write_redundant_report
+
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "redundant"
 DEFAULT_CHECKPOINTS = {"cifar10": "runs/aim1/cifar10/seeds_*/model",
@@ -52,9 +54,6 @@ CRITERION = ("k* = the largest k such that removing the first 1..k units in PoZ 
              "fit to the unpruned RSM >= 1 - eps at every step; eps = 1 - mean fit between the "
              "unpruned class-mean RSMs of two independent class-stratified bootstrap resamples "
              "of the stimuli (n_boot pairs), per seed, unless fixed_epsilon is set")
-SUMMARY_KEYS = ("epsilon", "removable", "removable_fraction", "dead_units", "removed_min_poz",
-                "r2_full", "r2_kept", "removed_variance_share")
-LEVEL_KEYS = ("level_fit", "level_r2_full", "level_r2_kept")
 
 
 @dataclass(frozen=True)
@@ -215,32 +214,6 @@ def run_seed(job: Job, info, ref, params) -> dict[str, Any]:
             "result": result.to_dict(), "seconds": time.perf_counter() - t0}
 
 
-def _mean_sd(values: list) -> tuple[float | None, float | None]:
-    v = np.asarray([np.nan if x is None else x for x in values], np.float64)
-    v = v[np.isfinite(v)] if v.ndim == 1 else v
-    if v.size == 0:
-        return None, None
-    sd = v.std(0, ddof=1) if len(v) > 1 else np.zeros_like(v[0])
-    return np.asarray(v.mean(0)).tolist(), np.asarray(sd).tolist()
-
-
-def summarize(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per data set: mean and sd (ddof=1) over seeds of ε, k*, its fraction, the dead units,
-    the lowest PoZ among the k* removed units, both R² and the removed variance share; per
-    level the fit and both R²."""
-    out: dict[str, Any] = {}
-    for name in dict.fromkeys(e["data"]["name"] for e in entries):
-        rs = [e["result"] for e in entries if e["data"]["name"] == name]
-        s: dict[str, Any] = {"seeds": len(rs), "width": rs[0]["width"],
-                             "layer": next(e["layer"] for e in entries
-                                           if e["data"]["name"] == name),
-                             "levels": rs[0]["levels"], "level_removed": rs[0]["level_removed"]}
-        for key in SUMMARY_KEYS + LEVEL_KEYS:
-            s[f"{key}_mean"], s[f"{key}_sd"] = _mean_sd([r[key] for r in rs])
-        out[name] = s
-    return out
-
-
 def provenance(job: Job) -> dict[str, Any]:
     """What produced the results: checkpoints (paths, per-seed parameter hashes), data,
     options, versions, commit and command."""
@@ -259,70 +232,10 @@ def save(job: Job, started: float) -> dict[str, Any]:
     """Write the results file (after every seed): per-seed entries, summary, provenance."""
     entries = job.store.ordered()
     extra = {"experiment": NAME, "criterion": CRITERION,
-             "complete": len(entries) == len(job.refs), "summary": summarize(entries),
+             "complete": len(entries) == len(job.refs), "summary": redundant_summary(entries),
              "provenance": provenance(job), "wall_time_s_this_call": time.perf_counter() - started}
     job.store.write(extra)
     return {"identity": job.store.identity, **extra, "per_seed": entries}
-
-
-def _cell(s: dict[str, Any], key: str, digits: int = 3) -> str:
-    m, sd = s[f"{key}_mean"], s[f"{key}_sd"]
-    if m is None:
-        return "n/a"
-    return f"{m:.{digits}f}" if s["seeds"] == 1 else f"{m:.{digits}f} ± {sd:.{digits}f}"
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """Both tables (per data set; per data set and level) with a header stating the
-    criterion, the data and the options."""
-    from jaxprune.report import markdown_table
-
-    o, summary = result["provenance"]["options"], result["summary"]
-    quick = " (QUICK MODE: tiny networks)" if o["quick"] else ""
-    notes = "; ".join(f"{d['note']}, {d['stimuli']} {d['split']} images"
-                      for d in result["provenance"]["data"].values())
-    head = (f"# What the removed features still carry{quick}\n\n{notes}. Penultimate layer, "
-            f"{'class-averaged' if o['class_means'] else 'per-image'} {o['rsm_method']} RSMs, "
-            f"fit = {o['metric']} of the upper triangles; ridge penalty λ = α·tr(XᵀX)/k, α "
-            f"from {o['alphas']} by leave-one-out on each training part, {o['folds']}-fold "
-            "cross-validated R² "
-            "(variance-weighted over the target units); mean ± sd over seeds (ddof=1).\n\n"
-            f"**Criterion (a):** {CRITERION} (n_boot = {o['n_boot']}).\n\n")
-    rows = [[name, s["layer"], s["width"], s["seeds"], _cell(s, "epsilon", 4),
-             _cell(s, "removable", 1), _cell(s, "removable_fraction"), _cell(s, "dead_units", 1),
-             _cell(s, "removed_min_poz"), _cell(s, "r2_full"), _cell(s, "r2_kept"),
-             _cell(s, "removed_variance_share")] for name, s in summary.items()]
-    text = head + markdown_table(
-        ["data", "layer", "units", "seeds", "ε", "removable k*", "fraction", "dead units",
-         "lowest removed PoZ", "R² all units", "R² kept units", "removed variance share"],
-        rows) + "\n\n## Per level (fraction removed in PoZ order)\n\n"
-    level_rows = []
-    for name, s in summary.items():
-        for i, level in enumerate(s["levels"]):
-            level_rows.append([name, f"{level:.1f}", s["level_removed"][i]] + [
-                _level_cell(s, key, i) for key in LEVEL_KEYS])
-    return text + markdown_table(["data", "removed", "units", "fit", "R² all units",
-                                  "R² kept units"], level_rows) + "\n"
-
-
-def _level_cell(s: dict[str, Any], key: str, i: int) -> str:
-    m, sd = s[f"{key}_mean"][i], s[f"{key}_sd"][i]
-    return f"{m:.3f}" if s["seeds"] == 1 else f"{m:.3f} ± {sd:.3f}"
-
-
-def report(result: dict[str, Any], out: Path) -> None:
-    """``redundant.md`` and ``.png`` from the results; the tables printed."""
-    from jaxprune.outputs import write_atomic
-    from jaxprune.report import plot_redundancy
-
-    text = markdown(result)
-    write_atomic(out / f"{NAME}.md", lambda tmp: tmp.write_text(text))
-    per_data: dict[str, list[dict[str, Any]]] = {}
-    for e in result["per_seed"]:
-        per_data.setdefault(e["data"]["name"], []).append(e["result"])
-    quick = " (quick)" if result["provenance"]["options"]["quick"] else ""
-    plot_redundancy(per_data, out / f"{NAME}.png", title=f"What removed units carry{quick}")
-    print(text)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -348,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             bar.update(1)
     bar.close()
     result = save(job, started)
-    report(result, job.out)
+    write_redundant_report(result, job.out)
     print(f"wrote {job.out / (NAME + '.json')}, .md, .png")
     return result
 

@@ -553,10 +553,10 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> dict[str, Any]:
-    from jaxprune.sweep_report import write_sweep_report
+    from jaxprune.experiment_reports import write_report
 
-    payload = write_sweep_report(args.results, args.out, args.name)
-    print(f"wrote {Path(args.out) / args.name}.md, .png and .json")
+    payload = write_report(args.results, args.out, args.name)
+    print(f"wrote {Path(args.out) / args.name}.md and .png (sweeps: and .json)")
     return {"summary": payload["summary"]}
 
 
@@ -564,7 +564,8 @@ def _add_report(sub) -> None:
     p = sub("report", _report, "tables and figures (mean ± sd over seeds) of sweep results")
     p.add_argument("results", nargs="+", metavar="RESULTS",
                    help="JSON files of one sweep (experiments/aim1.py results, jaxprune "
-                        "prune --json or its --resume file); several shares are merged")
+                        "prune --json or its --resume file; several shares are merged), or "
+                        "one result of experiments/curves_cifar10.py or redundant.py")
     p.add_argument("--out", required=True, help="folder for NAME.md, NAME.png, NAME.json")
     p.add_argument("--name", default="report", help="base name of the files written")
 

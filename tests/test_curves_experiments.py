@@ -69,6 +69,19 @@ def test_curves_quick_results(quick_curves):
     assert result["summary"] == summary
 
 
+def test_jaxprune_report_writes_the_experiments_own_tables(quick_curves, tmp_path, capsys):
+    from jaxprune.cli import main as cli
+
+    out, _, _ = quick_curves
+    result = out / "curves_cifar10.json"
+    assert cli(["report", str(result), "--out", str(tmp_path), "--name", "c"]) == 0
+    assert (tmp_path / "c.md").read_text() == (out / "curves_cifar10.md").read_text()
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+    capsys.readouterr()
+    assert cli(["report", str(result), str(result), "--out", str(tmp_path)]) == 2
+    assert "give it alone" in capsys.readouterr().err
+
+
 def test_curves_resume_and_refusal(quick_curves, capsys):
     out, args, first = quick_curves
     module = experiment("curves_cifar10")
