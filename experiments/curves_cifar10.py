@@ -22,10 +22,9 @@ options or data; ``--fresh`` starts afresh). Writes ``curves_cifar10.{json,md,pn
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,25 +60,20 @@ QUICK = Options(n_random=20, stimuli=200, quick=True)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="train tiny networks; under a minute")
-    p.add_argument("--checkpoints", nargs="+", metavar="DIR",
-                   help=f"checkpoint folders (default: {' '.join(DEFAULT_CHECKPOINTS)})")
-    p.add_argument("--out", type=Path, help="results folder (full: docs/results; quick: temp)")
-    p.add_argument("--data-dir", help="folder of the data sets (default: ../shared/data)")
+    from jaxprune.pipeline.seeds import experiment_parser
+
+    p = experiment_parser(__doc__.split("\n\n")[0],
+                          f"checkpoint folders (default: {' '.join(DEFAULT_CHECKPOINTS)})")
     p.add_argument("--layer", help="layer to prune (default fc2)")
     p.add_argument("--random", type=int, dest="n_random", help="random orders per seed")
     p.add_argument("--stimuli", type=int, help="first N test images (default: all)")
-    p.add_argument("--fresh", action="store_true", help="ignore an earlier results file")
-    p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
 
 def options_of(args: argparse.Namespace) -> Options:
-    base = QUICK if args.quick else Options()
-    given = {k: getattr(args, k) for k in ("layer", "n_random", "stimuli")
-             if getattr(args, k) is not None}
-    return replace(base, **given)
+    from jaxprune.pipeline.seeds import options_from
+
+    return options_from(args, QUICK, Options(), ("layer", "n_random", "stimuli"))
 
 
 def checkpoints_of(args, out: Path) -> list[Path]:
@@ -171,57 +165,19 @@ def run_seed(job: Job, info, ref, params) -> dict[str, Any]:
             "curve": curve.to_dict(), "seconds": time.perf_counter() - t0}
 
 
-def provenance(job: Job) -> dict[str, Any]:
-    """What produced the results: checkpoints (paths, per-seed parameter hashes), data,
-    options, versions, commit and command."""
-    import jax
-
-    import jaxprune
-    from jaxprune.pipeline.seeds import checkpoint_records, git_commit
-
-    return {"experiment": f"experiments/{NAME}.py", "command": " ".join(sys.argv),
-            "checkpoints": checkpoint_records(job.infos, job.refs), "data": job.data,
-            "options": asdict(job.options), "jaxprune_version": jaxprune.__version__,
-            "jax_version": jax.__version__, "git_commit": git_commit(ROOT)}
-
-
 def save(job: Job, started: float) -> dict[str, Any]:
     """Write the results file (after every seed): per-seed entries, summary, provenance."""
-    entries = job.store.ordered()
+    from jaxprune.pipeline.seeds import save_results
+
     width = job.infos[0].arch.widths[job.options.layer]
-    extra = {"experiment": NAME, "complete": len(entries) == len(job.refs),
-             "summary": curves_summary(entries, width) if entries else None,
-             "provenance": provenance(job), "wall_time_s_this_call": time.perf_counter() - started}
-    job.store.write(extra)
-    return {"identity": job.store.identity, **extra, "per_seed": entries}
+    return save_results(job, started, NAME, ROOT, lambda e: curves_summary(e, width))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the experiment; exits with status 2 and one ``error: ...`` line on a bad input."""
-    from jaxprune.pipeline.seeds import fail, load_params
+    from jaxprune.pipeline.seeds import run_experiment
 
-    started = time.perf_counter()
-    args = parse(argv)
-    try:
-        job = prepare(args)
-    except (ValueError, OSError) as e:
-        fail(str(e))
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(job.refs), disable=args.no_progress, desc=NAME, unit="seed")
-    for info in job.infos:
-        todo = [r for r in job.refs if r.checkpoint == info.path and not job.store.done(r)]
-        bar.update(sum(r.checkpoint == info.path for r in job.refs) - len(todo))
-        params = load_params(info) if todo else None
-        for ref in todo:
-            job.store.add(ref, run_seed(job, info, ref, params))
-            save(job, started)
-            bar.update(1)
-    bar.close()
-    result = save(job, started)
-    write_curves_report(result, job.out)
-    print(f"wrote {job.out / (NAME + '.json')}, .md, .png")
-    return result
+    return run_experiment(NAME, argv, parse, prepare, run_seed, save, write_curves_report)
 
 
 if __name__ == "__main__":

@@ -302,3 +302,97 @@ def quick_checkpoints(data: str, folder: Path, data_dir: str | None = None) -> l
     model, widths, per_class = QUICK_NETWORKS[data]
     return train_quick(model, data, folder / data, widths=widths, per_class=per_class,
                        data_dir=data_dir)
+
+
+def experiment_provenance(name: str, root: Path, job: Any) -> dict[str, Any]:
+    """What produced a per-seed experiment's results: the script and command, the
+    checkpoints (paths, per-seed parameter hashes), ``job.data``, ``job.options``, versions
+    and the commit of ``root``."""
+    import jax
+
+    import jaxprune
+
+    return {"experiment": f"experiments/{name}.py", "command": " ".join(sys.argv),
+            "checkpoints": checkpoint_records(job.infos, job.refs), "data": job.data,
+            "options": asdict(job.options), "jaxprune_version": jaxprune.__version__,
+            "jax_version": jax.__version__, "git_commit": git_commit(root)}
+
+
+def run_seeds(job: Any, run_seed: Callable, save: Callable[[], Any], *, desc: str,
+              progress: bool = True) -> None:
+    """Run ``run_seed(job, info, ref, params)`` for every seed of ``job.refs`` not yet in
+    ``job.store``, checkpoint by checkpoint (its parameters loaded once), adding each result
+    to the store and calling ``save()`` after each."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(job.refs), disable=not progress, desc=desc, unit="seed")
+    for info in job.infos:
+        todo = [r for r in job.refs if r.checkpoint == info.path and not job.store.done(r)]
+        bar.update(sum(r.checkpoint == info.path for r in job.refs) - len(todo))
+        params = load_params(info) if todo else None
+        for ref in todo:
+            job.store.add(ref, run_seed(job, info, ref, params))
+            save()
+            bar.update(1)
+    bar.close()
+
+
+def run_experiment(name: str, argv: Sequence[str] | None, parse: Callable, prepare: Callable,
+                   run_seed: Callable, save: Callable, write_report: Callable) -> dict:
+    """The ``main`` of a per-seed experiment: parse ``argv``, ``prepare`` the job (a bad input
+    ends in :func:`fail` before any work), run the unfinished seeds with ``save(job, started)``
+    after each, then write the report of the saved result; returns the result."""
+    import time
+
+    started = time.perf_counter()
+    args = parse(argv)
+    try:
+        job = prepare(args)
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    run_seeds(job, run_seed, lambda: save(job, started), desc=name,
+              progress=not args.no_progress)
+    result = save(job, started)
+    write_report(result, job.out)
+    print(f"wrote {job.out / (name + '.json')}, .md, .png")
+    return result
+
+
+def experiment_parser(description: str, checkpoints_help: str):
+    """The options every per-seed experiment takes: ``--quick``, ``--checkpoints``, ``--out``,
+    ``--data-dir``, ``--fresh``, ``--no-progress``; add the experiment's own to it."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="train tiny networks; under a minute")
+    p.add_argument("--checkpoints", nargs="+", metavar="DIR", help=checkpoints_help)
+    p.add_argument("--out", type=Path, help="results folder (full: docs/results; quick: temp)")
+    p.add_argument("--data-dir", help="folder of the data sets (default: ../shared/data)")
+    p.add_argument("--fresh", action="store_true", help="ignore an earlier results file")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def options_from(args: Any, quick: Any, full: Any, keys: Sequence[str]) -> Any:
+    """The ``quick`` or ``full`` options dataclass with the fields ``keys`` that ``args``
+    gives (not None) replaced."""
+    import dataclasses
+
+    given = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    return dataclasses.replace(quick if args.quick else full, **given)
+
+
+def save_results(job: Any, started: float, name: str, root: Path, summary: Callable,
+                 **extra: Any) -> dict[str, Any]:
+    """Write a per-seed experiment's results file (after every seed): ``extra`` fields, the
+    per-seed entries, ``summary(entries)``, the provenance and this call's wall time; returns
+    the whole result."""
+    import time
+
+    entries = job.store.ordered()
+    payload = {"experiment": name, **extra, "complete": len(entries) == len(job.refs),
+               "summary": summary(entries) if entries else None,
+               "provenance": experiment_provenance(name, root, job),
+               "wall_time_s_this_call": time.perf_counter() - started}
+    job.store.write(payload)
+    return {"identity": job.store.identity, **payload, "per_seed": entries}
