@@ -16,8 +16,9 @@ assignments; the noise ceiling (animals); the whole-network PoZ search against t
     python experiments/human_alignment.py --stage align   # everything but running searches
     python experiments/human_alignment.py --stage report  # re-read searches finished since
 
-Writes ``<out>/human_<set>.{json,png}``, ``<out>/human_alignment.md`` and
-``<out>/human_poz_cdf.png``; search resume files go to ``--runs``.
+Writes ``<out>/human_<set>.{json,png}``, ``<out>/human_alignment.md``,
+``<out>/human_poz_cdf.png`` and ``<out>/human_search.png`` (fraction kept per unit group by
+each finished search); search resume files go to ``--runs``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ import numpy as np
 from jaxprune import models
 from jaxprune.align import AlignConfig, CVConfig, align_embedding, load_human, noise_ceiling
 from jaxprune.align.job import readout_features, whole_network_search
-from jaxprune.align.report import markdown_table, plot_alignment, plot_poz_cdf, text_table
+from jaxprune.align.report import (
+    markdown_table,
+    plot_alignment,
+    plot_poz_cdf,
+    plot_search_groups,
+    text_table,
+)
 from jaxprune.data import load_image_folder
 from jaxprune.provenance import file_hash, fingerprint, identity
 from jaxprune.search.result import write_json
@@ -137,10 +144,10 @@ def refresh_search(name: str, args, mode: Mode, arch, params) -> dict[str, Any]:
     result = json.loads(path.read_text())
     x, matrix, _, _ = stimuli(name, args.data_dir, arch, mode)
     previous = result.get("search", {})
-    search = run_search(name, arch, params, x, matrix, mode, args.runs,
-                        tuple(args.directions or mode.directions), run=False)
-    for d, s in search.items():  # a search finished in an earlier run's --runs folder stays
-        if s["status"] == "not run" and previous.get(d, {}).get("status") == "done":
+    directions = tuple(args.directions or mode.directions)
+    search = run_search(name, arch, params, x, matrix, mode, args.runs, directions, run=False)
+    for d in directions:  # a search finished in an earlier run's --runs folder stays
+        if search[d]["status"] == "not run" and previous.get(d, {}).get("status") == "done":
             search[d] = previous[d]
     result["search"] = {**previous, **search}
     result["provenance"]["search_refreshed_by"] = identity(stage="report",
@@ -190,6 +197,9 @@ def main(argv=None) -> int:
     plot_poz_cdf({n: r["curve_detail"]["poz"] for n, r in results.items()},
                  args.out / "human_poz_cdf.png",
                  title="PoZ of efficientnet_lite0 conv_head units per set")
+    plot_search_groups(results, args.out / "human_search.png",
+                       title="efficientnet_lite0: units kept per group by the PoZ search "
+                             "against the human RSM")
     (args.out / "human_alignment.md").write_text(summary_markdown(results, mode))
     print(text_table(results))
     return 0

@@ -4,6 +4,7 @@ random-weight VGG-16, and the experiment's quick mode on the shared Peterson dat
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -301,3 +302,11 @@ def test_experiment_quick_mode(shared_data, tmp_path):
         assert r["provenance"]["human_hash"] and r["provenance"]["mode"]["images"] == 25
         assert (tmp_path / f"human_{name}.png").stat().st_size > 0
     assert "supervised" in (tmp_path / "human_alignment.md").read_text()
+    assert (tmp_path / "human_search.png").stat().st_size > 10_000  # the searched groups
+    # --stage report keeps a finished search whose resume file is gone
+    before = json.loads((tmp_path / "human_animals.json").read_text())["search"]
+    shutil.rmtree(tmp_path / "runs")
+    assert module.main(["--quick", "--out", str(tmp_path), "--data-dir", str(shared_data),
+                        "--stage", "report"]) == 0
+    after = json.loads((tmp_path / "human_animals.json").read_text())["search"]
+    assert after == before and after["top-down"]["status"] == "done"

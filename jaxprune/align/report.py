@@ -124,3 +124,37 @@ def plot_poz_cdf(pozs: Mapping[str, np.ndarray], path: str | Path, title: str = 
            title=title or "cumulative PoZ histogram", xlim=(0, 1))
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_search_groups(results: Mapping[str, Mapping[str, Any]], path: str | Path,
+                       title: str = "") -> Path | None:
+    """One panel per set: the fraction of each unit group kept by the whole-network search in
+    each finished direction (``results[set]["search"][direction]["fraction_kept"]``), with
+    the compression rate and fit in the legend. None when no search has finished."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = {name: {d: s for d, s in r["search"].items()
+                   if isinstance(s, dict) and s.get("status") == "done"}
+            for name, r in results.items()}
+    done = {name: d for name, d in done.items() if d}
+    if not done:
+        return None
+    fig, axes = plt.subplots(len(done), 1, figsize=(13, 2.6 * len(done)), squeeze=False)
+    for ax, (name, searches) in zip(axes[:, 0], done.items(), strict=True):
+        groups = list(next(iter(searches.values()))["fraction_kept"])
+        step = 0.8 / len(searches)
+        for i, (d, s) in enumerate(searches.items()):
+            xs = np.arange(len(groups)) + (i - (len(searches) - 1) / 2) * step
+            ax.bar(xs, [s["fraction_kept"][g] for g in groups], step,
+                   label=f"{d}: {s['compression_rate']:.3f}×, fit {s['fit']:.4f}")
+        low = min(min(s["fraction_kept"].values()) for s in searches.values())
+        ax.set(ylabel="fraction kept", title=name, ylim=(max(0.0, low - 0.05), 1.01),
+               xticks=range(len(groups)))
+        ax.set_xticklabels(groups, rotation=45, ha="right", fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
