@@ -19,6 +19,10 @@ refused. ``--seeds N`` runs seeds 0..N-1 (a later call with a larger N adds chun
     python experiments/aim1.py --quick                      # tiny, under a minute (MNIST)
     python experiments/aim1.py --data cifar10 --seeds 20    # the full protocol, 20 seeds
     python experiments/aim1.py --data cifar10 --stage report
+    python experiments/aim1.py --data mnist --seeds 10 --train-images 12000   # a CPU budget
+
+A protocol changed by ``--train-images``/``--max-epochs`` works in its own folder
+(``runs/aim1/mnist_train12000``) and is recorded in the results.
 
 Writes ``<out>/aim1_<data>.{json,md,png}``: ``rows`` (one per seed and direction: seed,
 direction, kept, compression_rate, fit, test_accuracy {unpruned, pruned, fine_tuned},
@@ -222,6 +226,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="results folder (default docs/results; quick: "
                    "RUNS/results)")
     p.add_argument("--runs", type=Path, help="working folder (default runs/aim1[_quick])")
+    p.add_argument("--train-images", type=int, metavar="N",
+                   help="train on the first N training images only (a CPU budget; recorded in "
+                        "the protocol, so its chunks are apart from the full protocol's)")
+    p.add_argument("--max-epochs", type=int, metavar="E", help="most training epochs")
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -229,21 +237,45 @@ def main(argv=None) -> int:
     out = args.out or (runs / "results" if args.quick else ROOT / "docs" / "results")
     protocols = QUICK if args.quick else FULL
     try:
-        for name in args.data:
-            protocol = protocols[name]
-            n = args.seeds or protocol.seeds_full
-            if not 1 <= n <= protocol.seeds_full:
-                raise ValueError(f"--seeds {n} is outside 1..{protocol.seeds_full}")
+        jobs = [(with_overrides(protocols[name], args), name) for name in args.data]
+        for protocol, _ in jobs:  # every option checked before any work
+            if not 1 <= (args.seeds or 1) <= protocol.seeds_full:
+                raise ValueError(f"--seeds {args.seeds} is outside 1..{protocol.seeds_full}")
+        for protocol, name in jobs:
+            folder = runs / (name + tag(protocol, protocols[name]))
             if args.stage == "all":
-                for seeds in chunks(protocol, n):
+                for seeds in chunks(protocol, args.seeds or protocol.seeds_full):
                     print(f"{name}: seeds {seeds[0]}-{seeds[-1]}", flush=True)
-                    run_chunk(protocol, seeds, runs / name / f"seeds_{seeds[0]:03d}-"
+                    run_chunk(protocol, seeds, folder / f"seeds_{seeds[0]:03d}-"
                               f"{seeds[-1]:03d}", args.data_dir, not args.no_progress)
-            write_results(protocol, runs / name, out, quick=args.quick)
+            write_results(protocol, folder, out, quick=args.quick)
     except ValueError as e:  # identity mismatches and bad options
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def with_overrides(protocol: Protocol, args) -> Protocol:
+    """``protocol`` with ``--train-images`` / ``--max-epochs`` applied (checked)."""
+    changes = {}
+    if args.train_images is not None:
+        if args.train_images < 100:
+            raise ValueError(f"--train-images {args.train_images}: give at least 100")
+        changes["train_images"] = args.train_images
+    if args.max_epochs is not None:
+        if args.max_epochs < 1:
+            raise ValueError(f"--max-epochs {args.max_epochs}: give at least 1")
+        changes["max_epochs"] = args.max_epochs
+    return dataclasses.replace(protocol, **changes)
+
+
+def tag(protocol: Protocol, base: Protocol) -> str:
+    """The working-folder suffix of a protocol changed by ``--train-images``/``--max-epochs``
+    ("" for the mode's own protocol)."""
+    parts = [f"_train{protocol.train_images}" if protocol.train_images != base.train_images
+             else "", f"_epochs{protocol.max_epochs}" if protocol.max_epochs != base.max_epochs
+             else ""]
+    return "".join(parts)
 
 
 def write_results(protocol: Protocol, folder: Path, out: Path, *, quick: bool) -> None:
