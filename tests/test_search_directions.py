@@ -26,11 +26,26 @@ def lenet(seeds=(0, 1)):
     return arch, params, numpy_stimuli(arch, 5, n=40)
 
 
-@pytest.mark.parametrize("direction", BEYOND)
-def test_vectorised_equals_sequential(direction):
+@pytest.fixture(scope="module")
+def searched():
+    """Vectorised results of the two-seed LeNet per direction, computed once."""
     arch, params, x = lenet()
+    cache = {}
+
+    def search(direction):
+        if direction not in cache:
+            cfg = PoZConfig(direction=direction, threshold=0.9, chunk_size=3)
+            cache[direction] = poz_search(arch, params, x, cfg, stacked=True, seed_batch=2)
+        return cache[direction]
+
+    return arch, params, x, search
+
+
+@pytest.mark.parametrize("direction", BEYOND)
+def test_vectorised_equals_sequential(direction, searched):
+    arch, params, x, search = searched
     cfg = PoZConfig(direction=direction, threshold=0.9, chunk_size=3)
-    vec = poz_search(arch, params, x, cfg, stacked=True, seed_batch=2)
+    vec = search(direction)
     seq = poz_search_sequential(arch, params, x, cfg, stacked=True)
     assert_same(vec, seq)
     assert [r.config["passes"] for r in vec] == [r.config["passes"] for r in seq]
@@ -38,22 +53,19 @@ def test_vectorised_equals_sequential(direction):
 
 
 def test_alternate_recompute_on_a_residual_network_equals_sequential():
-    arch = models.architecture("resnet18", input_shape=(16, 16, 3), num_classes=5,
-                               depths=(1, 1), widths=(6, 8))
+    arch = models.architecture("resnet18", input_shape=(12, 12, 3), num_classes=5,
+                               depths=(1, 1), widths=(4, 6))
     params = jax.tree.map(lambda p: p[None] * 1.7, models.init_params(arch, jax.random.key(0)))
-    x = numpy_stimuli(arch, 1, n=20)
+    x = numpy_stimuli(arch, 1, n=16)
     cfg = PoZConfig(direction="alternate", threshold=0.9, rank="recompute", chunk_size=4)
     vec = poz_search(arch, params, x, cfg, stacked=True)
     assert_same(vec, poz_search_sequential(arch, params, x, cfg, stacked=True))
 
 
-def test_alternate_starts_with_top_down_and_ends_with_a_pass_removing_nothing():
-    arch, params, x = lenet()
-    cfg = PoZConfig(direction="alternate", threshold=0.9)
-    top = poz_search(arch, params, x, PoZConfig(direction="top-down", threshold=0.9),
-                     stacked=True)
+def test_alternate_starts_with_top_down_and_ends_with_a_pass_removing_nothing(searched):
+    arch, _, _, search = searched
     layers = len(arch.widths)
-    for alt, td in zip(poz_search(arch, params, x, cfg, stacked=True), top, strict=True):
+    for alt, td in zip(search("alternate"), search("top-down"), strict=True):
         passes = alt.config["passes"]
         assert passes >= 2 and len(alt.trace) == passes * layers
         first = alt.trace[:layers]
