@@ -69,21 +69,35 @@ def plot_traces(results: dict[str, list[PruneResult]], path: str | Path) -> Path
 
     fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.5), squeeze=False)
     for ax, (direction, rs) in zip(axes[0], results.items(), strict=True):
+        aligned = len({tuple(t.layer for t in r.trace) for r in rs}) == 1
         for s, r in enumerate(rs):
-            xs, ys = [], []
-            for i, t in enumerate(r.trace):
-                width = max(1, r.widths.get(t.layer, len(t.order)))
-                xs += [i + (k + 1) / width for k in range(len(t.scores))] + [np.nan]
-                ys += list(t.scores) + [np.nan]
+            xs, ys = _trace_xy(r, aligned)
             ax.plot(xs, ys, lw=1, marker=".", ms=3, alpha=0.8,
                     label=f"seed {r.seed}" if s < 8 else None)
-        _label_layers(ax, [t.layer for t in rs[0].trace])
+        if aligned:
+            _label_layers(ax, [t.layer for t in rs[0].trace])
         ax.axhline(rs[0].threshold, color="k", ls="--", lw=1, label="threshold")
-        ax.set(xlabel="layer visited (within a layer: fraction of its units removed)",
+        ax.set(xlabel="layer visited (within a layer: fraction of its units removed)" if aligned
+               else "candidate evaluated, in search order (the seeds visit layers in different "
+                    "orders)",
                ylabel=f"fit to target ({rs[0].config.get('metric', 'r2')})",
                title=f"PoZ pruning, {direction}")
         ax.legend(fontsize=7, loc="lower left")
     return _save(fig, path)
+
+
+def _trace_xy(r: PruneResult, aligned: bool) -> tuple[list[float], list[float]]:
+    """A result's fits along its trace: visit ``i`` at ``i + k/width`` (``aligned``), else
+    the running count of candidates evaluated; NaN between visits."""
+    xs, ys, done = [], [], 0
+    for i, t in enumerate(r.trace):
+        width = max(1, r.widths.get(t.layer, len(t.order)))
+        ks = range(len(t.scores))
+        xs += ([i + (k + 1) / width for k in ks] if aligned else [done + k + 1 for k in ks])
+        xs.append(np.nan)
+        ys += list(t.scores) + [np.nan]
+        done += len(t.scores)
+    return xs, ys
 
 
 def _label_layers(ax, names: list[str]) -> None:
