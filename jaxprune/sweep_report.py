@@ -125,8 +125,9 @@ def plot_sweep(rows: Sequence[dict[str, Any]], path: str | Path, title: str = ""
         axes[1].scatter(np.full(len(vals), i) + np.linspace(-0.15, 0.15, len(vals)), vals,
                         s=10, alpha=0.7, color=f"C{i}")
     axes[0].set(xticks=range(len(layers)), xticklabels=layers, ylabel="fraction of units kept",
-                title="kept units per layer (mean ± sd)", ylim=(0, 1.05))
-    axes[0].legend(fontsize=7)
+                title="kept units per layer (mean ± sd)", ylim=(0, 1.3),
+                yticks=np.linspace(0, 1, 6))
+    axes[0].legend(fontsize=7, ncol=3, loc="upper center")
     axes[1].set(xticks=range(len(dirs)), ylabel="compression rate (parameters)",
                 title="compression per seed")
     axes[1].set_xticklabels(dirs, rotation=20, fontsize=8)
