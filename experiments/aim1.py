@@ -193,6 +193,10 @@ def test_accuracies(protocol: Protocol, arch, params, search, seeds, folder: Pat
     return out
 
 
+def chunk_name(seeds: tuple[int, ...]) -> str:
+    return f"seeds_{seeds[0]:03d}-{seeds[-1]:03d}"
+
+
 def chunks(protocol: Protocol, n_seeds: int) -> list[tuple[int, ...]]:
     """Seeds 0..n_seeds-1 in chunks of ``protocol.chunk``."""
     return [tuple(range(a, min(n_seeds, a + protocol.chunk)))
@@ -243,11 +247,16 @@ def main(argv=None) -> int:
                 raise ValueError(f"--seeds {args.seeds} is outside 1..{protocol.seeds_full}")
         for protocol, name in jobs:
             folder = runs / (name + tag(protocol, protocols[name]))
+            earlier = earlier_results(protocol, out / f"aim1_{name}.json", args.quick)
+            done = {r["seed"] for r in earlier.get("rows", [])}
             if args.stage == "all":
                 for seeds in chunks(protocol, args.seeds or protocol.seeds_full):
+                    if set(seeds) <= done and not (folder / chunk_name(seeds)).exists():
+                        print(f"{name}: seeds {seeds[0]}-{seeds[-1]} kept from {out}")
+                        continue
                     print(f"{name}: seeds {seeds[0]}-{seeds[-1]}", flush=True)
-                    run_chunk(protocol, seeds, folder / f"seeds_{seeds[0]:03d}-"
-                              f"{seeds[-1]:03d}", args.data_dir, not args.no_progress)
+                    run_chunk(protocol, seeds, folder / chunk_name(seeds), args.data_dir,
+                              not args.no_progress)
             write_results(protocol, folder, out, quick=args.quick)
     except ValueError as e:  # identity mismatches and bad options
         print(f"error: {e}", file=sys.stderr)
@@ -278,6 +287,20 @@ def tag(protocol: Protocol, base: Protocol) -> str:
     return "".join(parts)
 
 
+def earlier_results(protocol: Protocol, path: Path, quick: bool) -> dict[str, Any]:
+    """The results file an earlier run wrote at ``path`` ({} when absent): its rows stand
+    for seeds whose working folders are gone (``runs/`` is not kept). One written under
+    another protocol is refused."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    if saved.get("protocol") != json.loads(json.dumps(asdict(protocol))) or \
+            saved.get("quick") != quick:
+        raise ValueError(f"{path} holds results of another protocol: give another --out, or "
+                         "remove it to start the results afresh")
+    return saved
+
+
 def write_results(protocol: Protocol, folder: Path, out: Path, *, quick: bool) -> None:
     """``aim1_<data>.{json,md,png}`` from the finished chunks."""
     from jaxprune import sweep_report as report
@@ -285,15 +308,22 @@ def write_results(protocol: Protocol, folder: Path, out: Path, *, quick: bool) -
     from jaxprune.search.result import write_json
 
     rows, walls = finished_rows(protocol, folder)
+    base = out / f"aim1_{protocol.data}"
+    earlier = earlier_results(protocol, base.with_suffix(".json"), quick)
+    ran = {r["seed"] for r in rows}
+    kept = [r for r in earlier.get("rows", []) if r["seed"] not in ran]
+    rows = sorted(rows + kept, key=lambda r: r["seed"])  # stable: directions stay in order
     if not rows:
         raise ValueError(f"no finished seeds under {folder}: run without --stage report")
     out.mkdir(parents=True, exist_ok=True)
-    base = out / f"aim1_{protocol.data}"
     summary = report.sweep_summary(rows)
     write_json(base.with_suffix(".json"), {
         "experiment": "aim1", "network": protocol.model, "data": protocol.data,
         "quick": quick, "protocol": asdict(protocol), "seeds": sorted({r["seed"] for r in rows}),
         "summary": summary, "wall_time_s": walls, "rows": rows,
+        "kept_from_earlier_results": {"seeds": sorted({r["seed"] for r in kept}),
+                                      "wall_time_s": earlier.get("wall_time_s")} if kept
+        else None,
         "provenance": identity(experiment="experiments/aim1.py", protocol=asdict(protocol))})
     text = report.sweep_markdown(rows, title=f"{protocol.model} on {protocol.data}")
     base.with_suffix(".md").write_text(text + "\n")

@@ -56,6 +56,22 @@ def test_rows_per_seed_and_direction_hold_together(quick_run):
     assert "| global-alternate |" in table and "Jaccard" in table
 
 
+def test_committed_results_stand_for_seeds_whose_working_folder_is_gone(quick_run, tmp_path):
+    tmp, args = quick_run
+    out = tmp_path / "out"
+    out.mkdir()
+    whole = json.loads((tmp / "out" / "aim1_mnist.json").read_text())
+    (out / "aim1_mnist.json").write_text(json.dumps(whole))
+    runs = tmp_path / "runs"  # a fresh working folder: nothing of the earlier run's chunks
+    argv = [*args[:args.index("--runs")], "--runs", str(runs), "--out", str(out),
+            *args[args.index("--out") + 2:]]
+    assert experiment().main(argv) == 0  # nothing trained: both chunks are in the results
+    assert not runs.exists() or not any(runs.rglob("rows.json"))
+    again = json.loads((out / "aim1_mnist.json").read_text())
+    assert again["rows"] == whole["rows"]
+    assert again["kept_from_earlier_results"]["seeds"] == [0, 1]
+
+
 def test_rerun_reuses_finished_chunks_and_refuses_another_protocol(quick_run, capsys):
     tmp, args = quick_run
     before = (tmp / "out" / "aim1_mnist.json").read_text()
