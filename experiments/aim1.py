@@ -257,7 +257,7 @@ def main(argv=None) -> int:
                     print(f"{name}: seeds {seeds[0]}-{seeds[-1]}", flush=True)
                     run_chunk(protocol, seeds, folder / chunk_name(seeds), args.data_dir,
                               not args.no_progress)
-            write_results(protocol, folder, out, quick=args.quick)
+            write_results(protocol, folder, out, quick=args.quick, earlier=earlier)
     except ValueError as e:  # identity mismatches and bad options
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -301,15 +301,16 @@ def earlier_results(protocol: Protocol, path: Path, quick: bool) -> dict[str, An
     return saved
 
 
-def write_results(protocol: Protocol, folder: Path, out: Path, *, quick: bool) -> None:
-    """``aim1_<data>.{json,md,png}`` from the finished chunks."""
+def write_results(protocol: Protocol, folder: Path, out: Path, *, quick: bool,
+                  earlier: dict[str, Any]) -> None:
+    """``aim1_<data>.{json,md,png}`` from the finished chunks and, for seeds without one, the
+    ``earlier`` results (:func:`earlier_results`)."""
     from jaxprune import sweep_report as report
     from jaxprune.provenance import identity
     from jaxprune.search.result import write_json
 
     rows, walls = finished_rows(protocol, folder)
     base = out / f"aim1_{protocol.data}"
-    earlier = earlier_results(protocol, base.with_suffix(".json"), quick)
     ran = {r["seed"] for r in rows}
     kept = [r for r in earlier.get("rows", []) if r["seed"] not in ran]
     rows = sorted(rows + kept, key=lambda r: r["seed"])  # stable: directions stay in order

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -45,6 +44,7 @@ from jaxprune.align.report import (
     text_table,
 )
 from jaxprune.data import load_image_folder
+from jaxprune.pipeline.seeds import git_commit
 from jaxprune.provenance import file_hash, fingerprint, identity
 from jaxprune.search.result import write_json
 from jaxprune.weights import load_pretrained, pretrained_path
@@ -103,14 +103,6 @@ def run_search(name, arch, params, x, matrix, mode: Mode, runs: Path, directions
     return out
 
 
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except OSError:
-        return None
-
-
 def run_set(name: str, args, mode: Mode, arch, params, weights: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     x, matrix, human, npz = stimuli(name, args.data_dir, arch, mode)
@@ -129,7 +121,7 @@ def run_set(name: str, args, mode: Mode, arch, params, weights: str) -> dict[str
         experiment="experiments/human_alignment.py", mode=asdict(mode), set=name,
         human=f"{npz}:{name}", human_hash=file_hash(npz), images=str(args.data_dir /
         "peterson" / "images" / name), images_hash=fingerprint(x), weights=weights,
-        params_hash=fingerprint(params), seed=args.seed, git_commit=git_commit(),
+        params_hash=fingerprint(params), seed=args.seed, git_commit=git_commit(ROOT),
         features_hash=fingerprint(features))
     return result
 
@@ -151,7 +143,7 @@ def refresh_search(name: str, args, mode: Mode, arch, params) -> dict[str, Any]:
             search[d] = previous[d]
     result["search"] = {**previous, **search}
     result["provenance"]["search_refreshed_by"] = identity(stage="report",
-                                                           git_commit=git_commit())
+                                                           git_commit=git_commit(ROOT))
     return result
 
 
