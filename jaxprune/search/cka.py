@@ -89,6 +89,7 @@ from jaxprune.search._common import (
     start_masks,
 )
 from jaxprune.search.result import LayerTrace, PruneResult
+from jaxprune.sharding import candidate_sharding, constrain, round_up
 
 COMPARES = ("layer", "readout", "later", "preact")
 KERNELS = ("linear", "rbf")
@@ -277,12 +278,12 @@ def _linear_cka(reference, y: jax.Array) -> jax.Array:
 
 
 @partial(jax.jit, static_argnames=("arch", "index", "names", "kernel", "debiased", "sigma",
-                                   "chunk", "preact"))
+                                   "chunk", "preact", "spread"))
 def _forward_scores(arch, index, names, kernel, debiased, sigma, chunk, params, masks, z, refs,
-                    units, count, preact=False):
+                    units, count, preact=False, spread=None):
     """CKA of the candidates ``units[:count]`` (entries of ``units`` past ``count`` are not
     evaluated and stay ``-inf``), ``chunk`` at a time (``preact``: of the layer's masked
-    pre-activation)."""
+    pre-activation; ``spread``: the sharding of a chunk's candidate axis, or None)."""
     name = arch.layers[index].name
     a = z if preact else jax.nn.relu(z)
     mask = masks[name]
@@ -310,7 +311,7 @@ def _forward_scores(arch, index, names, kernel, debiased, sigma, chunk, params, 
             return _mean_cka(refs, acts_of(u), names, kernel, debiased, sigma)
 
     def body(j, out):
-        u = jax.lax.dynamic_slice_in_dim(units, j * chunk, chunk)
+        u = constrain(jax.lax.dynamic_slice_in_dim(units, j * chunk, chunk), spread)
         return jax.lax.dynamic_update_slice_in_dim(out, jax.vmap(score)(u), j * chunk, 0)
 
     start = jnp.full(units.shape, -jnp.inf, z.dtype)
@@ -318,9 +319,12 @@ def _forward_scores(arch, index, names, kernel, debiased, sigma, chunk, params, 
 
 
 def _forward_scorer(arch, params, masks, index, z, refs, names, kernel, debiased, sigma,
-                    chunk, preact=False) -> Scorer:
+                    chunk, preact=False, sharding=None) -> Scorer:
     width = arch.layers[index].width
     chunk = max(1, min(chunk, width))
+    spread = candidate_sharding(sharding)
+    if spread is not None:  # a whole number of candidates per device
+        chunk = round_up(chunk, spread.mesh.size)
     size = -(-width // chunk) * chunk
 
     def scorer(mask: np.ndarray) -> np.ndarray:
@@ -329,7 +333,7 @@ def _forward_scorer(arch, params, masks, index, z, refs, names, kernel, debiased
         current = device_masks({**masks, arch.layers[index].name: mask}, z.dtype)
         out = np.asarray(_forward_scores(arch, index, names, kernel, debiased, sigma, chunk,
                                          params, current, z, refs, jnp.asarray(units),
-                                         jnp.int32(alive.size), preact))
+                                         jnp.int32(alive.size), preact, spread))
         scores = np.full(width, -np.inf)
         scores[alive] = out[: alive.size]
         return scores
@@ -415,10 +419,13 @@ def make_scorer(
     sigma: float | None = None,
     chunk_size: int = 16,
     sequential: bool = False,
+    sharding: str | None = None,
 ) -> Scorer:
     """``mask [width] -> scores [width]``: the CKA of removing each remaining unit of ``layer``
     (``-inf`` for removed units) given the other layers' ``masks``; ``refs`` are the original
-    flattened activations ``{layer: [n, features]}``."""
+    flattened activations ``{layer: [n, features]}``. ``sharding="candidates"`` lays each
+    chunk of candidates over the local devices (the forward path; the closed-form quadratic
+    path scores every unit in one small program)."""
     index = arch.index(layer)
     names = compared_layers(arch, index, compare)
     z = preactivation(arch, params, device_masks(masks, x.dtype), x, index)
@@ -433,7 +440,7 @@ def make_scorer(
     if kernel == "linear" and names == (layer,):
         return quadratic_scorer(refs[layer], z if preact else jax.nn.relu(z), debiased)
     return _forward_scorer(arch, params, masks, index, z, refs, names, kernel, debiased, sigma,
-                           chunk_size, preact)
+                           chunk_size, preact, sharding)
 
 
 def greedy_removal(
@@ -494,7 +501,8 @@ class CKAConfig:
     distance) and ``debiased`` choose the score (module docstring); ``direction`` and
     ``layers`` the layers visited (default: every layer up to the readout); ``chunk_size``:
     candidates per vectorised call; ``greedy``: ``"recompute"`` or ``"once"``;
-    ``sequential``: run the one-candidate-at-a-time twin.
+    ``sequential``: run the one-candidate-at-a-time twin. ``sharding="candidates"``: each
+    chunk of candidates laid over the local devices (:mod:`jaxprune.sharding`), same result.
     """
 
     fraction: float | None = 0.5
@@ -508,6 +516,7 @@ class CKAConfig:
     chunk_size: int = 16
     greedy: str = "recompute"
     sequential: bool = False
+    sharding: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.layers, str | list):
@@ -519,6 +528,9 @@ class CKAConfig:
         check_floor(self.floor)
         check_options(self.compare, self.kernel, self.chunk_size, self.greedy)
         check_direction(self.direction)
+        if self.sharding not in (None, "candidates"):
+            raise ValueError("CKA pruning searches one network at a time: sharding must be "
+                             f"'candidates' or None, got {self.sharding!r}")
 
     @property
     def score(self) -> dict[str, Any]:
@@ -542,7 +554,7 @@ def _prune_one(arch: Architecture, params: Params, x: jax.Array, config: CKAConf
     for name in tqdm(names, desc="CKA layers", disable=not progress, leave=False):
         scorer = make_scorer(arch, params, x, current, name, scored,
                              chunk_size=config.chunk_size, sequential=config.sequential,
-                             **config.score)
+                             sharding=config.sharding, **config.score)
         steps = n_to_remove(int(current[name].sum()), config.fraction)
         current[name], order, scores, removed = greedy_removal(
             scorer, current[name], steps, config.floor, tie_rtol, progress,

@@ -23,6 +23,7 @@ from jaxprune.models.network import channel_last, preactivations, readout_from
 from jaxprune.search._common import layer_poz, poz_ranking
 from jaxprune.search.fit import Fit, class_average, make_fit
 from jaxprune.search.poz import PoZConfig, check_inputs
+from jaxprune.sharding import shard_seeds
 
 DEFAULT_LEVELS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
@@ -149,6 +150,7 @@ def fraction_curve(
     labels: np.ndarray | None = None,
     batch: int = 64,
     stacked: bool = False,
+    sharding: str | None = None,
 ) -> FractionCurve | CurveSet:
     """PoZ-order and random-order fraction curves of one layer.
 
@@ -156,6 +158,8 @@ def fraction_curve(
     then every seed's curve comes from the same call and a :class:`CurveSet` with per-level
     mean ± sd is returned. Random orders come from ``default_rng([seed, s])`` for seed s.
     ``labels [n]`` with ``class_means``: the classes whose mean features make the RSM.
+    ``sharding="seeds"``: the seed axis laid over the local devices (:mod:`jaxprune.sharding`),
+    with the same curves.
     """
     config = PoZConfig(layers=(layer,), metric=metric, rsm_method=rsm_method,
                        class_means=class_means)
@@ -166,16 +170,22 @@ def fraction_curve(
     level_values, removed, kind = removed_counts(width, levels, keep)
     average = jnp.asarray(class_average(labels)) if class_means else None
     x = jnp.asarray(x, jnp.float32)
+    if sharding not in (None, "seeds"):
+        raise ValueError(f"fraction curves shard their seeds only: sharding must be 'seeds' or "
+                         f"None, got {sharding!r}")
     if not stacked:
         params = jax.tree.map(lambda p: p[None], params)
+    seeds = jax.tree.leaves(params)[0].shape[0]
+    if sharding == "seeds":  # padded copies of the last seed, dropped below
+        params, seeds = shard_seeds(params)
     target = None if target_rsm is None else jnp.asarray(target_rsm, jnp.float32)
     pre, fit, baseline = _setup(arch, params, x, target, metric, rsm_method, average)
     a = jax.nn.relu(pre[index])
     orders = poz_ranking(layer_poz((pre[index],), 0.0)[0])
-    seeds = len(orders)
     layer_masks = np.stack([
-        _removal_masks(width, removed, orders[s][0], n_random,
-                       np.random.default_rng([seed, s])) for s in range(seeds)])
+        _removal_masks(width, removed, orders[min(s, seeds - 1)][0], n_random,
+                       np.random.default_rng([seed, min(s, seeds - 1)]))
+        for s in range(len(orders))])
     fits = np.asarray(_seed_fits(arch, index, params, a, fit, batch, full_masks(arch),
                                  jnp.asarray(layer_masks)))
     curves = [_curve(layer, level_values, removed, kind, fits[s], orders[s], float(baseline[s]),

@@ -68,6 +68,13 @@ from jaxprune.search._common import (
 )
 from jaxprune.search.fit import Fit, check_labels, class_average, make_fit
 from jaxprune.search.result import LayerTrace, PruneResult, write_json
+from jaxprune.sharding import (
+    candidate_sharding,
+    check_sharding,
+    constrain,
+    round_up,
+    shard_seeds,
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,9 @@ class PoZConfig:
     (:func:`candidate_flops`) stays within this many operations, so expensive layers and
     large stimulus sets evaluate few candidates past the first failure and hold little memory.
     The chunking never changes the result.
+    ``sharding``: ``"seeds"`` lays each batch of stacked seeds over the local devices,
+    ``"candidates"`` the candidate axis of every chunk (:mod:`jaxprune.sharding`); neither
+    changes the result.
     ``class_means``: average the readout features of each class (``labels`` given to the
     search) before the RSM, for the target and every candidate alike (a C×C RSM; an external
     target must then be C×C).
@@ -99,6 +109,7 @@ class PoZConfig:
     chunk_flops: float = 1e9
     poz_eps: float = 0.0
     class_means: bool = False
+    sharding: str | None = None
 
 
 @dataclass
@@ -142,6 +153,10 @@ def check_inputs(
         raise ValueError(f"chunk_size must be >= 1, got {config.chunk_size}")
     if not config.chunk_flops > 0:
         raise ValueError(f"chunk_flops must be positive, got {config.chunk_flops}")
+    check_sharding(config.sharding)
+    if config.sharding == "seeds" and config.direction.startswith("global"):
+        raise ValueError(f"direction {config.direction!r} searches one seed at a time: "
+                         "sharding='seeds' does not apply; use sharding='candidates'")
     shape = tuple(np.shape(x))
     check_stimuli(arch, shape)
     rows = shape[0]
@@ -190,12 +205,12 @@ def poz_order(acts: jax.Array, eps: float = 0.0) -> tuple[np.ndarray, np.ndarray
 # ----------------------------------------------------------------------------- the engine
 
 
-def _layer_chunk_one(arch, index, chunk, params, masks, fit, a, z_prev, ctx, order, k0):
+def _layer_chunk_one(arch, index, chunk, spread, params, masks, fit, a, z_prev, ctx, order, k0):
     """Fits of the candidates ``k0+1 .. k0+chunk`` of layer ``index`` (units ``order[:k]``
     removed on top of ``masks``, which keep them; ``order`` starts with a permutation of the
     layer's units) and the next pre-activation with all of the chunk removed. One seed. ``ctx``:
     what the continuation needs besides ``z_prev`` (residual families: the consumer's block
-    input; chains: None)."""
+    input; chains: None). ``spread``: the candidate axis's sharding (or None)."""
     units = jax.lax.dynamic_slice_in_dim(order, k0, chunk)
     readout = arch.index(arch.readout_layer)
     if index == readout:
@@ -203,18 +218,19 @@ def _layer_chunk_one(arch, index, chunk, params, masks, fit, a, z_prev, ctx, ord
         rank = jnp.zeros(width, jnp.int32).at[order[:width]].set(jnp.arange(width))
         ks = k0 + jnp.arange(1, chunk + 1)
         cand = (rank[None, :] >= ks[:, None]).astype(a.dtype) * masks[arch.readout_layer][None]
+        cand = constrain(cand, spread)
         return jax.vmap(lambda m: fit(a * channel_last(m, a.ndim), m))(cand), z_prev
     contrib = jax.vmap(lambda u: unit_contribution(arch, params, index, a, u))(units)
-    zs = z_prev[None] - running_sum(contrib)
+    zs = constrain(z_prev[None] - running_sum(constrain(contrib, spread)), spread)
     kept = masks[arch.readout_layer]
     fits = jax.vmap(lambda z: fit(readout_after(arch, params, masks, index, z, ctx), kept))(zs)
     return fits, zs[-1]
 
 
-@partial(jax.jit, static_argnums=(0, 1, 2))
-def _layer_chunk_seeds(arch, index, chunk, *per_seed):
-    """:func:`_layer_chunk` for stacked seeds (every argument has a leading seed axis)."""
-    return jax.vmap(partial(_layer_chunk_one, arch, index, chunk))(*per_seed)
+@partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _layer_chunk_seeds(arch, index, chunk, spread, *per_seed):
+    """:func:`_layer_chunk_one` for stacked seeds (every argument has a leading seed axis)."""
+    return jax.vmap(partial(_layer_chunk_one, arch, index, chunk, spread))(*per_seed)
 
 
 @partial(jax.jit, static_argnums=(0, 1))
@@ -256,6 +272,7 @@ class _State:
     def __init__(self, arch, params, x, config, target_rsm, average):
         self.arch, self.params, self.x, self.config = arch, params, x, config
         self.seeds = jax.tree.leaves(params)[0].shape[0]
+        self.spread = candidate_sharding(config.sharding)
         full = full_masks(arch)
         self.masks = {k: jnp.broadcast_to(v, (self.seeds, *v.shape)) for k, v in full.items()}
         pre = _unpruned_preacts(arch, params, self.masks, x)
@@ -320,11 +337,14 @@ class _State:
 def _search_batch(arch, params, x, config, target_rsm, average, layers, sequential, progress):
     """Search one batch of stacked seeds; returns per-seed PruneResults."""
     t0 = time.perf_counter()
+    real = jax.tree.leaves(params)[0].shape[0]
+    if config.sharding == "seeds":  # padded to the devices; the copies are dropped below
+        params, real = shard_seeds(params)
     st = _State(arch, params, x, config, target_rsm, average)
-    low = np.flatnonzero(st.baseline < st.threshold)
+    low = np.flatnonzero(st.baseline[:real] < st.threshold[:real])
     if low.size:
         warnings.warn(
-            f"{low.size} of {st.seeds} networks fit the target below the threshold before any "
+            f"{low.size} of {real} networks fit the target below the threshold before any "
             f"pruning (fit {st.baseline[low[0]]:.3f} < {st.threshold[low[0]]:.3f}; 0 means a "
             "constant readout RSM): nothing can be removed from them", UserWarning, stacklevel=3)
     traces: list[list[LayerTrace]] = [[] for _ in range(st.seeds)]
@@ -333,14 +353,14 @@ def _search_batch(arch, params, x, config, target_rsm, average, layers, sequenti
     final = _final_fits(st)
     wall = time.perf_counter() - t0
     out = []
-    for s in range(st.seeds):
+    for s in range(real):
         masks = {k: np.asarray(v[s]) for k, v in st.masks.items()}
         out.append(PruneResult(
             method="poz", masks=masks, widths=arch.widths,
             compression_rate=compression_rate(arch, masks), trace=traces[s],
             direction=config.direction, threshold=float(st.threshold[s]),
             baseline_score=float(st.baseline[s]), final_score=float(final[s]),
-            wall_time_s=wall / st.seeds,
+            wall_time_s=wall / real,
             config={"metric": config.metric, "rsm_method": config.rsm_method,
                     "rank": config.rank, "stimuli": int(x.shape[0]),
                     "class_means": config.class_means, "passes": int(passes[s])},
@@ -461,6 +481,8 @@ def _layer_vectorised(st: _State, index: int, a, z, units, n_cand):
     if removed.max(initial=0) == 0:
         return removed, scores
     chunk = chunk_for(arch, index, st.x.shape[0], st.config)
+    if st.spread is not None:  # a whole number of candidates per device
+        chunk = round_up(chunk, st.spread.mesh.size)
     length = -(-int(removed.max()) // chunk) * chunk + width
     order = jnp.asarray(np.stack([_padded_order(u, width, length) for u in units]))
     readout = arch.index(arch.readout_layer)
@@ -470,8 +492,8 @@ def _layer_vectorised(st: _State, index: int, a, z, units, n_cand):
     done = removed == 0
     k0 = np.zeros(st.seeds, np.int32)
     while not done.all():
-        fits, z_last = _layer_chunk_seeds(arch, index, chunk, st.params, st.masks, st.fit,
-                                          a, z_prev, ctx, order, jnp.asarray(k0))
+        fits, z_last = _layer_chunk_seeds(arch, index, chunk, st.spread, st.params, st.masks,
+                                          st.fit, a, z_prev, ctx, order, jnp.asarray(k0))
         fits = np.asarray(fits)
         for s in np.flatnonzero(~done):
             valid = fits[s][: max(0, min(chunk, n_cand[s] - k0[s]))]
@@ -556,6 +578,8 @@ def poz_search(
     seeds = jax.tree.leaves(params)[0].shape[0]
     if config.direction.startswith("global"):
         seed_batch = 1  # each seed's global order is its own sequence of layer steps
+    elif config.sharding == "seeds":
+        seed_batch = round_up(seed_batch, jax.local_device_count())
     results: list[PruneResult] = []
     for start in range(0, seeds, seed_batch):
         batch = jax.tree.map(lambda p, start=start: p[start:start + seed_batch], params)
@@ -578,7 +602,7 @@ def search_identity(arch: Architecture, params: Params, x, config: PoZConfig,
     on — parameters, stimuli, labels and target (hashes), every option but the chunking (which
     never changes a result), the directions — plus ``extra`` fields (e.g. data set, split)."""
     options = {k: v for k, v in dataclasses.asdict(config).items()
-               if k not in ("direction", "chunk_size", "chunk_flops")}
+               if k not in ("direction", "chunk_size", "chunk_flops", "sharding")}
     seeds = jax.tree.leaves(params)[0].shape[0] if stacked else 1
     return identity(
         kind="poz_search", family=arch.family, widths=list(arch.widths.values()),

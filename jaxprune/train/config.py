@@ -37,7 +37,9 @@ class TrainConfig:
     activations at a time; conv layers are stacked without grouped convolutions on CPU, see
     :mod:`jaxprune.models.conv`, so "vmap" is as fast there). The last
     ``n_train % batch_size`` examples of each epoch's shuffled order are skipped (a different
-    subset each epoch).
+    subset each epoch). ``sharding="seeds"`` lays the seed axis over the local devices
+    (:mod:`jaxprune.sharding`; padded with frozen copies of the last seed), with the same
+    results.
     """
 
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -56,6 +58,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     scan: bool | None = None
     seed_batching: Literal["vmap", "loop"] = "vmap"
+    sharding: Literal["seeds"] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -63,6 +66,12 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.seed_batching not in ("vmap", "loop"):
             raise ValueError(f"seed_batching must be 'vmap' or 'loop', got {self.seed_batching!r}")
+        if self.sharding not in (None, "seeds"):
+            raise ValueError(f"training shards its seeds only: sharding must be 'seeds' or "
+                             f"None, got {self.sharding!r}")
+        if self.sharding and self.seed_batching == "loop":
+            raise ValueError("sharding='seeds' needs seed_batching='vmap' (one program for "
+                             "all seeds)")
         if self.monitor not in ("loss", "accuracy"):
             raise ValueError(f"monitor must be 'loss' or 'accuracy', got {self.monitor!r}")
         if not self.seeds:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from jaxprune.data.batching import epoch_indices
 from jaxprune.models.arch import Architecture
 from jaxprune.models.network import Params
 from jaxprune.provenance import fingerprint
+from jaxprune.sharding import device_mesh, leading_sharding, pad_leading, round_up
 from jaxprune.streams import split_order
 from jaxprune.train import engine, resume
 from jaxprune.train.config import (
@@ -110,7 +113,8 @@ def _identity(run: _Run, val, test, params) -> dict[str, Any]:
     from jaxprune.checkpoint import arch_to_dict
 
     return {
-        "config": {k: v for k, v in run.config.to_dict().items() if k != "epochs"},
+        "config": {k: v for k, v in run.config.to_dict().items()
+                   if k not in ("epochs", "sharding")},
         "architecture": arch_to_dict(run.arch),
         "data": fingerprint(run.x, run.y),
         "val": None if val is None else fingerprint(*run.val[:2]),
@@ -123,7 +127,7 @@ def _identity(run: _Run, val, test, params) -> dict[str, Any]:
 def _evaluate(run: _Run, params: Params, split) -> tuple[np.ndarray, np.ndarray]:
     """``(accuracy [S], loss [S])`` on a set, NaN when it is absent."""
     if split is None:
-        nan = np.full(len(run.config.seeds), np.nan, np.float32)
+        nan = np.full(jax.tree.leaves(params)[0].shape[0], np.nan, np.float32)
         return nan, nan
     xs, ys, idx = split
     return engine.evaluate_stack(run.arch, params, run.inputs.masks, run.inputs.weight_masks,
@@ -165,6 +169,28 @@ def _result(run: _Run, state: TrainState, history, seconds: list[float], start: 
                  for k, v in history.items()},
         epochs_run=len(history["train_loss"]), epoch_seconds=seconds, resumed_from=start,
         seconds_before=before)
+
+
+def _spread_seeds(run: _Run, state: TrainState) -> tuple[_Run, TrainState]:
+    """``run``'s per-seed inputs and ``state`` padded to a multiple of the local devices
+    (frozen copies of the last seed: ``active`` False, so they never change) and laid over
+    them by seed (:mod:`jaxprune.sharding`)."""
+    n = len(run.config.seeds)
+    size = round_up(n, jax.local_device_count())
+    put = partial(jax.device_put, device=leading_sharding(device_mesh("seeds")))
+    state = pad_leading(state, size)
+    state = put(state._replace(active=state.active.at[n:].set(False)))
+    val = run.val
+    if val is not None and val[2].ndim == 2:
+        val = (*val[:2], put(pad_leading(val[2], size)))
+    return dataclasses.replace(run, inputs=put(pad_leading(run.inputs, size)), val=val,
+                               train_idx=put(pad_leading(run.train_idx, size))), state
+
+
+def _first_seeds(tree, n: int):
+    """The first ``n`` entries of every leaf's seed axis (drops :func:`_spread_seeds`'s
+    padding)."""
+    return jax.tree.map(lambda a: a[:n], tree)
 
 
 def _postfix(row: dict[str, np.ndarray], state: TrainState, on: np.ndarray) -> dict[str, str]:
@@ -218,22 +244,28 @@ def fit(
         found = resume.resume(directory, identity, state, run.inputs.masks)
         if found is not None:
             state, history, start, before = found
+    n_seeds = len(config.seeds)
+    unpadded = run.inputs.masks
+    if config.sharding == "seeds":
+        run, state = _spread_seeds(run, state)
     seconds: list[float] = []
     bar = tqdm(total=config.epochs, initial=start, disable=not progress, unit="epoch",
                desc=f"fit {arch.family} x{len(config.seeds)}", leave=False)
     try:
         for epoch in range(start, config.epochs):
-            on = np.asarray(state.active)
+            on = np.asarray(state.active)[:n_seeds]
             if not on.any() or (max_epochs_this_call is not None
                                 and len(seconds) >= max_epochs_this_call):
                 break
             t0 = time.perf_counter()
             state, row = _epoch(run, state, epoch)
+            row = {k: v[:n_seeds] for k, v in row.items()}
             for k in METRICS:
                 history[k].append(row[k])
             if directory is not None:
                 elapsed = before + sum(seconds) + time.perf_counter() - t0
-                resume.save_epoch(directory, epoch + 1, state, history, run.inputs.masks, arch,
+                resume.save_epoch(directory, epoch + 1, _first_seeds(state, n_seeds), history,
+                                  unpadded, arch,
                                   config, identity, {**(metadata or {}), "train_seconds": elapsed})
             seconds.append(time.perf_counter() - t0)
             bar.update(1)
@@ -242,7 +274,7 @@ def fit(
                 on_epoch_end(EpochInfo(epoch, row, np.asarray(state.active), state.params))
     finally:
         bar.close()
-    result = _result(run, state, history, seconds, start, before)
+    result = _result(run, _first_seeds(state, n_seeds), history, seconds, start, before)
     if verbose:
         print(result.summary())
     return result
