@@ -61,6 +61,7 @@ MODELS = ("alexnet", "efficientnet_lite0", "lenet5_cifar", "lenet5_mnist", "mlp"
           "resnet50", "vgg16")
 DATASETS = ("cifar10", "digits", "mnist")
 POZ_DIRECTIONS = ("bottom-up", "top-down", "alternate", "global", "global-alternate")
+SHARDINGS = ("seeds", "candidates")
 
 COUNT = _number(int, 1)
 STIMULI = _number(int, 3)
@@ -116,7 +117,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 
     config = TrainConfig(optimizer=args.optimizer, learning_rate=args.lr,
                          batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
-                         val_fraction=args.val_fraction)
+                         val_fraction=args.val_fraction, sharding=args.shard)
     if args.fresh:
         fresh_start(Path(args.out))
     _, _, summary = train_seeds(args.model, args.data, args.seeds, args.out, config,
@@ -134,7 +135,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
             args.method, direction=args.direction, target_rsm=args.target_rsm,
             figure=args.figure, progress=not args.no_progress, threshold=args.threshold,
             metric=args.metric, rsm_method=args.rsm_method, rank=args.rank,
-            layers=tuple(args.layers) if args.layers else None)
+            layers=tuple(args.layers) if args.layers else None, sharding=args.shard)
     if args.method != "poz":
         return _prune_baseline(args)
     return prune_search(
@@ -143,7 +144,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
         target_rsm=args.target_rsm, resume=args.resume, fresh=args.fresh, figure=args.figure,
         seed_batch=args.seed_batch, progress=not args.no_progress,
         threshold=args.threshold, metric=args.metric, rsm_method=args.rsm_method,
-        rank=args.rank, class_means=args.class_means,
+        rank=args.rank, class_means=args.class_means, sharding=args.shard,
         layers=tuple(args.layers) if args.layers else None)
 
 
@@ -159,7 +160,13 @@ def _prune_baseline(args: argparse.Namespace) -> dict[str, Any]:
     if args.class_means:
         raise ValueError("--class-means applies to the PoZ search (--method poz); CKA, L1 and "
                          "random pruning compare per-stimulus representations")
+    if args.shard == "seeds" or (args.shard and args.method != "cka"):
+        raise ValueError(f"--shard {args.shard} does not apply to --method {args.method}: the "
+                         "PoZ search takes seeds or candidates, CKA pruning candidates, L1 and "
+                         "random pruning neither")
     options = {"compare": args.compare, "greedy": args.greedy} if args.method == "cka" else {}
+    if args.shard:
+        options["sharding"] = args.shard
     return prune_baseline(args.checkpoint, args.method, args.fraction, data=args.data,
                           data_dir=args.data_dir, iterations=args.iterations,
                           fine_tune_epochs=args.fine_tune_epochs, layers=args.layers,
@@ -173,7 +180,8 @@ def _curve(args: argparse.Namespace) -> dict[str, Any]:
     return curve_command(args.checkpoint, args.layer, data=args.data, data_dir=args.data_dir,
                          stimuli=args.stimuli, split=args.stimuli_split or "test",
                          levels=args.levels, keep=args.keep, n_random=args.random,
-                         seed=args.seed, class_means=args.class_means, figure=args.figure)
+                         seed=args.seed, class_means=args.class_means, figure=args.figure,
+                         sharding=args.shard)
 
 
 def _circuits(args: argparse.Namespace) -> dict[str, Any]:
@@ -300,6 +308,13 @@ def _data_options(p: argparse.ArgumentParser, required: bool = False) -> None:
                         "unset: $JAXPRUNE_DATA_SOURCE, else auto")
 
 
+def _shard_option(p: argparse.ArgumentParser, choices: list[str], which: str = "") -> None:
+    p.add_argument("--shard", choices=choices, default=None,
+                   help="lay the seed axis, or each chunk's candidate removals, over all local "
+                        "devices (jax.sharding; the same results as on one device)"
+                        + (f"; {which}" if which else ""))
+
+
 def _add_run(sub) -> None:
     p = sub("run", _run, "the main job: train seeds, PoZ-prune both directions, report")
     p.add_argument("--model", choices=MODELS,
@@ -333,6 +348,7 @@ def _add_train(sub) -> None:
     p.add_argument("--out", required=True, help="folder for checkpoints (a rerun resumes)")
     p.add_argument("--fresh", action="store_true",
                    help="discard the checkpoints in --out and start afresh")
+    _shard_option(p, ["seeds"])
 
 
 def _add_prune(sub) -> None:
@@ -388,6 +404,7 @@ def _add_prune(sub) -> None:
     p.add_argument("--greedy", default="recompute", choices=["recompute", "once"],
                    help="cka: re-score after every removal, or rank once per layer (the "
                         "reference code's loop)")
+    _shard_option(p, list(SHARDINGS), "poz: seeds or candidates; cka: candidates")
 
 
 def _add_curve(sub) -> None:
@@ -408,6 +425,7 @@ def _add_curve(sub) -> None:
     p.add_argument("--seed", type=_number(int, 0), default=None,
                    help="one trained seed (default: every seed in one call, mean ± sd)")
     p.add_argument("--figure", metavar="PNG", help="figure of the curves")
+    _shard_option(p, ["seeds"])
 
 
 def _add_circuits(sub) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxprune import checkpoint
-from jaxprune.cli import DATASETS, MODELS, POZ_DIRECTIONS, build_parser, main
+from jaxprune.cli import DATASETS, MODELS, POZ_DIRECTIONS, SHARDINGS, build_parser, main
 
 
 def cli(*args, cwd, timeout=300, env=None):
@@ -293,9 +293,29 @@ def test_listed_names_are_the_registries_and_the_models_table_is_narrow(capsys):
     from jaxprune import models
     from jaxprune.data import available_datasets
     from jaxprune.search._common import POZ_DIRECTIONS as search_directions
+    from jaxprune.sharding import SHARDINGS as sharding_axes
 
     assert MODELS == tuple(models.available())
     assert POZ_DIRECTIONS == search_directions
+    assert SHARDINGS == sharding_axes
     assert DATASETS == available_datasets()
     assert main(["models"]) == 0
     assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 110
+
+
+def test_shard_flag_keeps_the_search_and_is_refused_where_it_does_not_apply(ckpts, tmp_path,
+                                                                           capsys):
+    outs = {}
+    for extra in ([], ["--shard", "seeds"], ["--shard", "candidates"]):
+        out = tmp_path / f"prune{len(extra)}{extra[-1:]}.json"
+        assert main([str(a) for a in prune_args(ckpts, "a", *extra, "--json", out)]) == 0
+        results = json.loads(out.read_text())["results"]
+        outs[tuple(extra)] = {d: [(r["masks"], r["final_score"]) for r in rs]
+                              for d, rs in results.items()}
+    assert outs[()] == outs[("--shard", "seeds")] == outs[("--shard", "candidates")]
+    capsys.readouterr()
+    for method, shard in (("l1", "candidates"), ("cka", "seeds")):
+        code = main([str(a) for a in prune_args(ckpts, "a", "--method", method, "--shard",
+                                                shard)])
+        err = capsys.readouterr().err
+        refused(code, err, f"--shard {shard} does not apply to --method {method}")
