@@ -43,6 +43,17 @@ def _number(kind: type, lo: float | None = None, hi: float | None = None, *,
     return parse
 
 
+def _share(text: str) -> tuple[int, int]:
+    """``"i/n"`` (share i of n, 0-based) for ``--seeds-slice``."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not i/n (e.g. 0/4)") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{text}: need 0 <= i < n")
+    return i, n
+
+
 def _fractions(text: str) -> list[float]:
     """``"0.9,0.8"`` (or ``"0.9 0.8"``) → ``[0.9, 0.8]`` for ``--levels``/``--keep``."""
     try:
@@ -120,9 +131,14 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
                          val_fraction=args.val_fraction, sharding=args.shard)
     if args.fresh:
         fresh_start(Path(args.out))
-    _, _, summary = train_seeds(args.model, args.data, args.seeds, args.out, config,
+    seeds = args.seeds
+    if args.seeds_slice is not None:
+        from jaxprune.sharding import seed_share
+
+        seeds = [int(s) for s in seed_share(args.seeds, args.seeds_slice)]
+    _, _, summary = train_seeds(args.model, args.data, seeds, args.out, config,
                                 data_dir=args.data_dir, progress=not args.no_progress)
-    print(f"saved {args.seeds} seeds to {Path(args.out) / 'model'}")
+    print(f"saved {len(summary['seeds'])} seeds to {Path(args.out) / 'model'}")
     return summary
 
 
@@ -130,6 +146,9 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
     from jaxprune.pipeline import prune_pretrained, prune_search
 
     if args.model is not None or args.checkpoint is None:  # a registered pretrained network
+        if args.seeds_slice is not None:
+            raise ValueError("--seeds-slice shares the seeds of a --checkpoint; a registered "
+                             "--model is one network")
         return prune_pretrained(
             args.model, args.pretrained, args.weights, args.images, args.checkpoint,
             args.method, direction=args.direction, target_rsm=args.target_rsm,
@@ -145,6 +164,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
         seed_batch=args.seed_batch, progress=not args.no_progress,
         threshold=args.threshold, metric=args.metric, rsm_method=args.rsm_method,
         rank=args.rank, class_means=args.class_means, sharding=args.shard,
+        seeds_slice=args.seeds_slice,
         layers=tuple(args.layers) if args.layers else None)
 
 
@@ -153,7 +173,7 @@ def _prune_baseline(args: argparse.Namespace) -> dict[str, Any]:
     ``--iterations`` times with ``--fine-tune-epochs`` of masked fine-tuning in between."""
     from jaxprune.pipeline import prune_baseline
 
-    for flag in ("target_rsm", "resume", "figure"):
+    for flag in ("target_rsm", "resume", "figure", "seeds_slice"):
         if getattr(args, flag):
             raise ValueError(f"--{flag.replace('_', '-')} applies to the PoZ search "
                              "(--method poz) only")
@@ -315,6 +335,12 @@ def _shard_option(p: argparse.ArgumentParser, choices: list[str], which: str = "
                         + (f"; {which}" if which else ""))
 
 
+def _slice_option(p: argparse.ArgumentParser, which: str) -> None:
+    p.add_argument("--seeds-slice", type=_share, metavar="I/N", default=None,
+                   help=f"only share I of N ({which}; 0-based, contiguous): one task of a job "
+                        "array; `jaxprune report` merges the shares' results")
+
+
 def _add_run(sub) -> None:
     p = sub("run", _run, "the main job: train seeds, PoZ-prune both directions, report")
     p.add_argument("--model", choices=MODELS,
@@ -349,6 +375,7 @@ def _add_train(sub) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="discard the checkpoints in --out and start afresh")
     _shard_option(p, ["seeds"])
+    _slice_option(p, "of --seeds")
 
 
 def _add_prune(sub) -> None:
@@ -405,6 +432,7 @@ def _add_prune(sub) -> None:
                    help="cka: re-score after every removal, or rank once per layer (the "
                         "reference code's loop)")
     _shard_option(p, list(SHARDINGS), "poz: seeds or candidates; cka: candidates")
+    _slice_option(p, "poz: of the checkpoint's seeds")
 
 
 def _add_curve(sub) -> None:

@@ -73,6 +73,18 @@ def candidate_sharding(sharding: str | None) -> NamedSharding | None:
     return leading_sharding(device_mesh("candidates"))
 
 
+def seed_share(count: int, share: tuple[int, int]) -> np.ndarray:
+    """Positions ``[k]`` of share ``i`` of ``n`` (``share = (i, n)``, 0-based) of ``count``
+    seeds: contiguous blocks whose sizes differ by at most one (``np.array_split``), so the
+    ``n`` shares of a job array cover every seed once."""
+    i, n = share
+    if not 0 <= i < n:
+        raise ValueError(f"seeds slice {i}/{n}: need 0 <= i < n")
+    if n > count:
+        raise ValueError(f"seeds slice {i}/{n}: only {count} seeds to share; use n <= {count}")
+    return np.array_split(np.arange(count), n)[i]
+
+
 def constrain(x: jax.Array, sharding: NamedSharding | None) -> jax.Array:
     """``x`` with its leading axis laid over ``sharding``'s devices (inside a jitted program;
     under ``vmap`` the spec applies to the unbatched shape), or ``x`` unchanged."""

@@ -115,3 +115,45 @@ def test_curves_and_cka_on_eight_devices_equal_one(eight_devices):
 
 def test_jax_here_has_one_device():
     assert jax.local_device_count() == 1  # the 8 devices live in the subprocess only
+
+
+def test_seed_share_covers_every_seed_once():
+    shares = [sharding.seed_share(10, (i, 4)).tolist() for i in range(4)]
+    assert shares == [[0, 1, 2], [3, 4, 5], [6, 7], [8, 9]]
+    with pytest.raises(ValueError, match="need 0 <= i < n"):
+        sharding.seed_share(10, (4, 4))
+    with pytest.raises(ValueError, match="only 3 seeds to share"):
+        sharding.seed_share(3, (0, 4))
+
+
+def test_job_array_shares_train_search_and_merge(tmp_path, capsys):
+    """``train --seeds-slice`` and ``prune --seeds-slice`` run shares of a sweep with the
+    sweep's seed ids; ``jaxprune report`` merges the shares' results into one sweep."""
+    from jaxprune.cli import main
+
+    results = []
+    for i in range(2):
+        out = tmp_path / f"share{i}"
+        assert main(["train", "--model", "mlp", "--data", "digits", "--seeds", "3",
+                     "--seeds-slice", f"{i}/2", "--epochs", "1", "--out", str(out),
+                     "--no-progress"]) == 0
+        results.append(tmp_path / f"search{i}.json")
+        assert main(["prune", "--checkpoint", str(out / "model"), "--layers", "fc2",
+                     "--no-progress", "--json", str(results[-1])]) == 0
+    seeds = [[r["seed"] for r in json.loads(p.read_text())["results"]["bottom-up"]]
+             for p in results]
+    assert seeds == [[0, 1], [2]]
+    assert json.loads(results[1].read_text())["inputs"]["seeds"] == [2]
+    assert main(["report", *map(str, results), "--out", str(tmp_path / "report")]) == 0
+    merged = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert sorted({row["seed"] for row in merged["rows"]}) == [0, 1, 2]
+    one = tmp_path / "one.json"
+    assert main(["prune", "--checkpoint", str(tmp_path / "share0" / "model"), "--layers",
+                 "fc2", "--seeds-slice", "1/2", "--no-progress", "--json", str(one)]) == 0
+    searched = json.loads(one.read_text())
+    assert [r["seed"] for r in searched["results"]["top-down"]] == [1]
+    assert searched["inputs"]["seeds_slice"] == "1/2"
+    capsys.readouterr()
+    assert main(["prune", "--checkpoint", str(tmp_path / "share0" / "model"), "--layers",
+                 "fc2", "--seeds-slice", "0/3", "--no-progress"]) == 2
+    assert "only 2 seeds to share" in capsys.readouterr().err

@@ -244,15 +244,24 @@ def prune_search(
     checkpoint_path: str | Path, *, data: str | None = None, data_dir: str | None = None,
     stimuli: int | None = None, split: str = "test", direction: str = "both",
     target_rsm: str | None = None, resume: str | None = None, fresh: bool = False,
-    figure: str | None = None, seed_batch: int = 1, progress: bool = True, **options: Any,
+    figure: str | None = None, seed_batch: int = 1, progress: bool = True,
+    seeds_slice: tuple[int, int] | None = None, **options: Any,
 ) -> dict[str, Any]:
-    """``jaxprune prune``: the PoZ search of every seed of a checkpoint in ``direction``
-    (``"both"`` or one), ``options`` the :class:`PoZConfig` fields. Every input is checked
-    before the search; ``resume`` is refused when another search wrote it (``fresh``:
-    discarded instead)."""
+    """``jaxprune prune``: the PoZ search of every seed of a checkpoint (``seeds_slice =
+    (i, n)``: of share i of n, :func:`~jaxprune.sharding.seed_share`) in ``direction``
+    (``"both"`` or one), ``options`` the :class:`PoZConfig` fields. Results carry the
+    checkpoint's seed ids. Every input is checked before the search; ``resume`` is refused
+    when another search wrote it (``fresh``: discarded instead)."""
+    import jax
+
     from jaxprune.data import load_target_rsm
+    from jaxprune.sharding import seed_share
 
     arch, params, meta = load_trained(checkpoint_path)
+    ids = list(meta["seeds"])
+    if seeds_slice is not None:
+        chosen = seed_share(len(ids), seeds_slice)
+        params, ids = jax.tree.map(lambda p: p[chosen], params), [ids[k] for k in chosen]
     data_name = data or meta["data"]
     ds = stimulus_set(data_name, stimuli, split=split, data_dir=data_dir)
     target = load_target_rsm(target_rsm) if target_rsm else None
@@ -266,9 +275,14 @@ def prune_search(
         arch, params, x, config, directions=directions, stacked=True, target_rsm=target,
         labels=ds.labels, resume_path=resume, seed_batch=seed_batch, progress=progress,
         provenance={"data": data_name, "split": split})
+    for results in search.results.values():
+        for r in results:
+            r.seed = int(ids[r.seed])
     _print_search(search, figure)
     inputs = _inputs(checkpoint_path, params, data_name, split, x.shape[0],
-                     target_rsm=target_rsm, target_rsm_hash=_target_hash(target_rsm))
+                     target_rsm=target_rsm, target_rsm_hash=_target_hash(target_rsm),
+                     seeds=ids, seeds_slice=None if seeds_slice is None
+                     else f"{seeds_slice[0]}/{seeds_slice[1]}")
     return {"inputs": inputs, **search.to_dict()}
 
 
