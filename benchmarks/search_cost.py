@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _machine import finish, machine_info, proc_field
+from _machine import finish, machine_info, peak_rss_mib, reset_peak_rss
 
 from jaxprune import models
 from jaxprune.search.poz import DIRECTIONS, PoZConfig, poz_search
@@ -167,23 +166,6 @@ def torch_search(arch, params, x, direction, threshold=0.8, wrap_fit=None):
                 break
             masks = trial
     return {n: m.numpy() for n, m in masks.items()}
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process (Linux); False if unsupported."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory since the last :func:`reset_peak_rss` (else since start), MiB."""
-    kib = proc_field("/proc/self/status", "VmHWM")
-    if kib is None:
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024
 
 
 PEAKS: dict[str, float] = {}

@@ -271,6 +271,10 @@ def _visualize(args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the parser
 
 EXAMPLES = {
+    "bench": "examples:\n  jaxprune bench --checkpoint runs/c10/model --stimuli 5000 "
+             "--stimuli-split train --json bench.json\n"
+             "  jaxprune bench --model vgg16 --stimuli 120 --direction top-down "
+             "--no-sequential --json vgg16.json",
     "align": "examples:\n  jaxprune align --features emb.npy --human human.npy --labels names.txt\n"
              "  jaxprune align --model efficientnet_lite0 --pretrained --images "
              "../shared/data/peterson/images/animals --human animals --figure animals.png\n"
@@ -574,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub("models", _models, "list the registered networks, their layers and parameter counts")
     for add in (_add_run, _add_train, _add_prune, _add_curve, _add_circuits, _add_align,
-                _add_visualize, _add_report):
+                _add_visualize, _add_report, _add_bench):
         add(sub)
     return parser
 
@@ -596,6 +600,59 @@ def check_outputs(args: argparse.Namespace) -> None:
         if Path(args.out).is_file():
             raise NotADirectoryError(f"--out {args.out} is a file; give a folder")
         check_folder_writable(args.out, "--out")
+
+
+def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    from jaxprune.bench import bench_search, bench_table, network_and_stimuli
+    from jaxprune.search.poz import PoZConfig, check_inputs
+
+    if args.direction == "both":
+        directions = ("bottom-up", "top-down")
+    else:
+        directions = (args.direction,)
+    config = PoZConfig(threshold=args.threshold, sharding=args.shard)
+    arch, params, x, inputs = network_and_stimuli(
+        checkpoint=args.checkpoint, model=args.model, pretrained=args.pretrained,
+        weights=args.weights, images=args.images, data=args.data, data_dir=args.data_dir,
+        stimuli=args.stimuli, split=args.stimuli_split or "test",
+        progress=not args.no_progress)
+    for d in directions:
+        check_inputs(arch, x, PoZConfig(direction=d, threshold=args.threshold,
+                                        sharding=args.shard))
+    out = bench_search(arch, params, x, directions, config, sequential=not args.no_sequential,
+                       inputs=inputs, progress=not args.no_progress, stacked=True,
+                       seed_batch=args.seed_batch)
+    print(bench_table(out))
+    print(f"{arch.family}, {x.shape[0]} stimuli, devices: {', '.join(out['devices'])}")
+    return out
+
+
+def _add_bench(sub) -> None:
+    p = sub("bench", _bench, "time the vectorised PoZ search against its sequential twin on "
+                             "your own network and machine")
+    p.add_argument("--checkpoint", help="the OUT/model folder written by train (every seed)")
+    p.add_argument("--model", choices=MODELS,
+                   help="instead of --checkpoint: a registered network (randomly initialised "
+                        "unless --pretrained or --weights)")
+    p.add_argument("--pretrained", action="store_true",
+                   help="the weights its package ships (efficientnet_lite0: jaxprune[imagenet])")
+    p.add_argument("--weights", metavar="FILE", help="a state dict (.pth/.npz) for --model")
+    p.add_argument("--images", metavar="DIR",
+                   help="--model with weights: stimulus images (default: standard-normal "
+                        "stimuli, which the cost does not depend on)")
+    _data_options(p)
+    p.add_argument("--stimuli", type=STIMULI, default=120, help="stimuli searched on")
+    p.add_argument("--stimuli-split", choices=["train", "test"], default=None,
+                   help="--checkpoint: the split the stimuli come from (default test)")
+    p.add_argument("--direction", default="both", choices=["both", *POZ_DIRECTIONS],
+                   help="search direction(s) timed (both: bottom-up and top-down)")
+    p.add_argument("--threshold", type=THRESHOLD, default=None,
+                   help="fit to keep, in (0, 1] (default 0.8 against the unpruned readout)")
+    p.add_argument("--seed-batch", type=COUNT, default=8,
+                   help="seeds of a checkpoint searched in one program")
+    p.add_argument("--no-sequential", action="store_true",
+                   help="skip the sequential twin (hours on large networks)")
+    _shard_option(p, list(SHARDINGS))
 
 
 def _report(args: argparse.Namespace) -> dict[str, Any]:

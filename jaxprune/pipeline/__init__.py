@@ -119,7 +119,6 @@ def pretrained_stimuli(
     """``prune --model NAME (--pretrained | --weights PATH) --images DIR``: the network, its
     params stacked as one seed, and the images preprocessed for it ``[n, h, w, 3]``. Every
     user error is a ``ValueError`` raised before any long work."""
-    from jaxprune import weights as weight_io
     from jaxprune.data import load_image_folder
 
     if model is None or checkpoint_path is not None:
@@ -134,14 +133,23 @@ def pretrained_stimuli(
         raise ValueError(f"--images {images}: no such folder")
     if weights is None and not pretrained:
         raise ValueError(f"--model {model} needs --pretrained or --weights PATH")
+    models.preprocessing(arch)  # fails early for a family without a stated preprocessing
+    params = pretrained_params(arch, model, weights)
+    x = load_image_folder(images, model=arch, progress=progress).float_images()
+    return arch, params, x
+
+
+def pretrained_params(arch: Architecture, model: str, weights: str | None) -> Params:
+    """The parameters of ``weights`` (a state dict) or, None, of the package ``model``'s
+    weights ship in, stacked as one seed."""
+    from jaxprune import weights as weight_io
+
     try:
         path = weights or weight_io.pretrained_path(model)
     except ImportError as e:
         raise ValueError(str(e)) from None
-    models.preprocessing(arch)  # fails early for a family without a stated preprocessing
     params = weight_io.load_torchvision(arch, path)
-    x = load_image_folder(images, model=arch, progress=progress).float_images()
-    return arch, {k: {n: v[None] for n, v in p.items()} for k, p in params.items()}, x
+    return {k: {n: v[None] for n, v in p.items()} for k, p in params.items()}
 
 
 @dataclass(frozen=True)
