@@ -343,6 +343,14 @@ def _slice_option(p: argparse.ArgumentParser, which: str) -> None:
     p.add_argument("--seeds-slice", type=_share, metavar="I/N", default=None,
                    help=f"only share I of N ({which}; 0-based, contiguous): one task of a job "
                         "array; `jaxprune report` merges the shares' results")
+    p.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="jax.distributed: the coordinator; each of --num-processes processes "
+                        "runs its share of the seeds (train: into OUT/processI-of-N; --json: "
+                        "NAME.processI-of-N.json)")
+    p.add_argument("--num-processes", type=COUNT, help="jax.distributed: processes in all")
+    p.add_argument("--process-id", type=_number(int, 0), help="jax.distributed: this one, 0..N-1")
+    p.add_argument("--distributed", action="store_true",
+                   help="jax.distributed from the cluster's environment (SLURM, Open MPI ...)")
 
 
 def _add_run(sub) -> None:
@@ -674,14 +682,39 @@ def _add_report(sub) -> None:
 
 
 def _setup(args: argparse.Namespace) -> None:
-    """Before any JAX work: the compilation cache and the data source the command uses."""
+    """Before any JAX work: ``jax.distributed`` (each process then owns a share of the seeds
+    and writes its own files), the compilation cache and the data source the command uses."""
     from jaxprune.data.datasets import set_default_source
 
+    if hasattr(args, "coordinator"):
+        _join_processes(args)
     set_default_source(getattr(args, "data_source", None))
     if not args.no_compile_cache:
         from jaxprune.compilation import enable_compile_cache
 
         enable_compile_cache()
+
+
+def _join_processes(args: argparse.Namespace) -> None:
+    """``--coordinator``/``--distributed``: initialise ``jax.distributed``; with several
+    processes, this one's share of the seeds becomes ``--seeds-slice`` and its outputs get
+    per-process names (:func:`jaxprune.distributed.process_path`)."""
+    from jaxprune import distributed
+
+    if not distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                                  args.distributed):
+        return
+    share = distributed.process_share()
+    if share is None:
+        return
+    if args.seeds_slice is not None:
+        raise ValueError("--seeds-slice with several processes: each process's share comes "
+                         "from its process id; give one or the other")
+    args.seeds_slice = share
+    if args.json:
+        args.json = str(distributed.process_path(args.json, share))
+    if args.command == "train":
+        args.out = str(Path(args.out) / f"process{share[0]}-of-{share[1]}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
