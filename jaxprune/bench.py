@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 import jaxprune
-from jaxprune.search.poz import PoZConfig, poz_search
+from jaxprune.search.poz import PoZConfig, chunk_for, poz_search
 from jaxprune.search.result import PruneResult
 
 
@@ -170,7 +170,10 @@ def bench_search(arch, params, x, directions: Sequence[str], config: PoZConfig, 
             "widths": dict(arch.widths), "stimuli": int(np.shape(x)[0]),
             "input_shape": list(np.shape(x)[1:]), "sharding": config.sharding,
             "devices": [str(d) for d in jax.local_devices()], "inputs": inputs or {},
-            "threshold": config.threshold, "results": rows,
+            "threshold": config.threshold, "memory_budget": config.memory_budget,
+            "chunks": {name: chunk_for(arch, arch.index(name), int(np.shape(x)[0]), config)
+                       for name in arch.layer_names[:arch.index(arch.readout_layer) + 1]},
+            "results": rows,
             "machine": machine_info("torch")}
     if sequential:
         info["speedup_vs_sequential"] = (sum(r["sequential"]["wall_s"] for r in rows)

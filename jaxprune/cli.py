@@ -54,6 +54,24 @@ def _share(text: str) -> tuple[int, int]:
     return i, n
 
 
+_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30}
+
+
+def _bytes(text: str) -> float:
+    """A positive byte count: ``2e9``, ``512MiB``, ``4GB`` ..."""
+    number = text.rstrip("kKmMgGiIbB")
+    unit = text[len(number):].lower()
+    try:
+        value = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a byte count (e.g. 2e9, 512MiB, "
+                                         "4GB)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: need a positive byte count")
+    return value
+
+
 def _fractions(text: str) -> list[float]:
     """``"0.9,0.8"`` (or ``"0.9 0.8"``) → ``[0.9, 0.8]`` for ``--levels``/``--keep``."""
     try:
@@ -154,7 +172,8 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
             args.method, direction=args.direction, target_rsm=args.target_rsm,
             figure=args.figure, progress=not args.no_progress, threshold=args.threshold,
             metric=args.metric, rsm_method=args.rsm_method, rank=args.rank,
-            layers=tuple(args.layers) if args.layers else None, sharding=args.shard)
+            layers=tuple(args.layers) if args.layers else None, sharding=args.shard,
+            memory_budget=args.memory_budget)
     if args.method != "poz":
         return _prune_baseline(args)
     return prune_search(
@@ -164,7 +183,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
         seed_batch=args.seed_batch, progress=not args.no_progress,
         threshold=args.threshold, metric=args.metric, rsm_method=args.rsm_method,
         rank=args.rank, class_means=args.class_means, sharding=args.shard,
-        seeds_slice=args.seeds_slice,
+        seeds_slice=args.seeds_slice, memory_budget=args.memory_budget,
         layers=tuple(args.layers) if args.layers else None)
 
 
@@ -173,7 +192,7 @@ def _prune_baseline(args: argparse.Namespace) -> dict[str, Any]:
     ``--iterations`` times with ``--fine-tune-epochs`` of masked fine-tuning in between."""
     from jaxprune.pipeline import prune_baseline
 
-    for flag in ("target_rsm", "resume", "figure", "seeds_slice"):
+    for flag in ("target_rsm", "resume", "figure", "seeds_slice", "memory_budget"):
         if getattr(args, flag):
             raise ValueError(f"--{flag.replace('_', '-')} applies to the PoZ search "
                              "(--method poz) only")
@@ -339,6 +358,13 @@ def _shard_option(p: argparse.ArgumentParser, choices: list[str], which: str = "
                         + (f"; {which}" if which else ""))
 
 
+def _budget_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory-budget", type=_bytes, metavar="BYTES", default=None,
+                   help="poz: bytes a chunk of candidates may hold (e.g. 8GiB); sets each "
+                        "layer's chunk instead of the default operation count (never changes "
+                        "the result)")
+
+
 def _slice_option(p: argparse.ArgumentParser, which: str) -> None:
     p.add_argument("--seeds-slice", type=_share, metavar="I/N", default=None,
                    help=f"only share I of N ({which}; 0-based, contiguous): one task of a job "
@@ -444,6 +470,7 @@ def _add_prune(sub) -> None:
                    help="cka: re-score after every removal, or rank once per layer (the "
                         "reference code's loop)")
     _shard_option(p, list(SHARDINGS), "poz: seeds or candidates; cka: candidates")
+    _budget_option(p)
     _slice_option(p, "poz: of the checkpoint's seeds")
 
 
@@ -618,7 +645,8 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
         directions = ("bottom-up", "top-down")
     else:
         directions = (args.direction,)
-    config = PoZConfig(threshold=args.threshold, sharding=args.shard)
+    config = PoZConfig(threshold=args.threshold, sharding=args.shard,
+                       memory_budget=args.memory_budget)
     arch, params, x, inputs = network_and_stimuli(
         checkpoint=args.checkpoint, model=args.model, pretrained=args.pretrained,
         weights=args.weights, images=args.images, data=args.data, data_dir=args.data_dir,
@@ -661,6 +689,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--no-sequential", action="store_true",
                    help="skip the sequential twin (hours on large networks)")
     _shard_option(p, list(SHARDINGS))
+    _budget_option(p)
 
 
 def _report(args: argparse.Namespace) -> dict[str, Any]:

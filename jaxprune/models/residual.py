@@ -508,6 +508,26 @@ def init_residual(arch: ResidualArchitecture, key: jax.Array):
     return params
 
 
+def candidate_bytes_residual(arch: ResidualArchitecture, index: int, n: int) -> float:
+    """:func:`jaxprune.search.poz.candidate_bytes` for residual families: float32 outputs of
+    the consumer and of every op after it (shortcuts included) on ``n`` stimuli, and the fit's
+    d×d Gram matrix."""
+    name = arch.layer_names[index]
+    d = arch.widths[arch.readout]
+    geo = geometry(arch)
+
+    def size(op) -> int:
+        return int(np.prod(geo[op.name].conv_shape))
+
+    held = n * d
+    if name != arch.readout:
+        flat, consumer = flat_ops(arch), group_plan(arch)[name].consumer
+        held = sum(size(op) for _, _, op in flat[consumer:]) * n
+        held += n * sum(size(b.shortcut) for b in arch.blocks[flat[consumer][0]:]
+                        if b.shortcut is not None)
+    return 4.0 * (held + d * d)
+
+
 def candidate_flops_residual(arch: ResidualArchitecture, index: int, n: int) -> float:
     """:func:`jaxprune.search.poz.candidate_flops` for residual families: the removed unit's
     share of its consumer, every op after the consumer (shortcuts included) and the fit."""

@@ -55,7 +55,11 @@ from jaxprune.models.network import (
     running_sum,
     unit_contribution,
 )
-from jaxprune.models.residual import candidate_flops_residual, is_residual
+from jaxprune.models.residual import (
+    candidate_bytes_residual,
+    candidate_flops_residual,
+    is_residual,
+)
 from jaxprune.provenance import check_identity, fingerprint, identity
 from jaxprune.search._common import (
     DIRECTIONS,
@@ -90,7 +94,9 @@ class PoZConfig:
     is the largest power of two (at most ``chunk_size``) whose estimated cost
     (:func:`candidate_flops`) stays within this many operations, so expensive layers and
     large stimulus sets evaluate few candidates past the first failure and hold little memory.
-    The chunking never changes the result.
+    ``memory_budget``: bytes a chunk's candidates may hold (:func:`candidate_bytes`, an
+    estimate); when given it alone sets each layer's chunk (a power of two, at least 1), in
+    place of ``chunk_flops`` and ``chunk_size``. The chunking never changes the result.
     ``sharding``: ``"seeds"`` lays each batch of stacked seeds over the local devices,
     ``"candidates"`` the candidate axis of every chunk (:mod:`jaxprune.sharding`); neither
     changes the result.
@@ -110,6 +116,7 @@ class PoZConfig:
     poz_eps: float = 0.0
     class_means: bool = False
     sharding: str | None = None
+    memory_budget: float | None = None
 
 
 @dataclass
@@ -154,6 +161,9 @@ def check_inputs(
     if not config.chunk_flops > 0:
         raise ValueError(f"chunk_flops must be positive, got {config.chunk_flops}")
     check_sharding(config.sharding)
+    if config.memory_budget is not None and not config.memory_budget > 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes, got "
+                         f"{config.memory_budget}")
     if config.sharding == "seeds" and config.direction.startswith("global"):
         raise ValueError(f"direction {config.direction!r} searches one seed at a time: "
                          "sharding='seeds' does not apply; use sharding='candidates'")
@@ -189,11 +199,34 @@ def candidate_flops(arch: Architecture, index: int, n: int) -> float:
     return n * cost
 
 
+def candidate_bytes(arch: Architecture, index: int, n: int) -> float:
+    """Estimated bytes one candidate removal in layer ``index`` holds on ``n`` stimuli: the
+    float32 next pre-activation (twice: the unit's contribution and the running difference),
+    every activation above it up to the readout, and the fit's d×d Gram matrix."""
+    if is_residual(arch):
+        return candidate_bytes_residual(arch, index, n)
+    geometries, _ = layer_geometry(arch)
+    readout = arch.index(arch.readout_layer)
+    d = int(np.prod(geometries[readout].out_shape))
+    sizes = [int(np.prod(g.out_shape)) for g in geometries]
+    held = n * d if index == readout else n * (sizes[index + 1] + sum(sizes[index + 1:readout + 1]))
+    return 4.0 * (held + d * d)
+
+
+def _power_of_two_within(ratio: float) -> int:
+    """The largest power of two at most ``ratio`` (1 below 2)."""
+    return 1 if ratio < 2 else 2 ** int(np.floor(np.log2(ratio)))
+
+
 def chunk_for(arch: Architecture, index: int, n: int, config: PoZConfig) -> int:
-    """Candidates per call in layer ``index`` (see ``PoZConfig.chunk_flops``)."""
-    fits = config.chunk_flops / candidate_flops(arch, index, n)
-    chunk = 1 if fits < 2 else 2 ** int(np.floor(np.log2(fits)))
-    return int(min(chunk, config.chunk_size, max(1, arch.layers[index].width - 1)))
+    """Candidates per call in layer ``index``: set by ``PoZConfig.memory_budget`` when given,
+    else by ``chunk_flops`` and ``chunk_size``."""
+    most = max(1, arch.layers[index].width - 1)
+    if config.memory_budget is not None:
+        return int(min(_power_of_two_within(config.memory_budget
+                                            / candidate_bytes(arch, index, n)), most))
+    chunk = _power_of_two_within(config.chunk_flops / candidate_flops(arch, index, n))
+    return int(min(chunk, config.chunk_size, most))
 
 
 def poz_order(acts: jax.Array, eps: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -602,7 +635,8 @@ def search_identity(arch: Architecture, params: Params, x, config: PoZConfig,
     on — parameters, stimuli, labels and target (hashes), every option but the chunking (which
     never changes a result), the directions — plus ``extra`` fields (e.g. data set, split)."""
     options = {k: v for k, v in dataclasses.asdict(config).items()
-               if k not in ("direction", "chunk_size", "chunk_flops", "sharding")}
+               if k not in ("direction", "chunk_size", "chunk_flops", "sharding",
+                             "memory_budget")}
     seeds = jax.tree.leaves(params)[0].shape[0] if stacked else 1
     return identity(
         kind="poz_search", family=arch.family, widths=list(arch.widths.values()),
