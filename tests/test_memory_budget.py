@@ -53,7 +53,7 @@ def test_every_budget_gives_the_default_search():
 @pytest.mark.parametrize("value, message", [("lots", "is not a byte count"),
                                             ("-3GB", "need a positive byte count")])
 def test_bad_budgets_are_refused(value, message, capsys):
-    assert main(["bench", "--model", "lenet5_cifar", "--memory-budget", value]) == 2
+    assert main(["bench", "--model", "lenet5_cifar", f"--memory-budget={value}"]) == 2
     assert message in capsys.readouterr().err
     with pytest.raises(ValueError, match="memory_budget must be a positive"):
         arch, params, x = small_network("lenet5_cifar")
