@@ -47,7 +47,11 @@ step bench_efficientnet 60 python -m jaxprune.cli bench --model efficientnet_lit
 step train_throughput 60 python benchmarks/train_throughput.py --seeds 1 8 50 --steps 20 \
   --repeats 2 --out "$out/train_throughput.json"
 step search_cost 60 python benchmarks/search_cost.py --quick --out "$out/search_cost.json"
-step directions_cost 40 python benchmarks/directions_cost.py --quick --out "$out/directions_cost.json"
+step bench_alternate 60 python -m jaxprune.cli bench --model lenet5_cifar --stimuli 5000 \
+  --direction alternate --no-progress --json "$out/bench_alternate.json"
+step bench_global 60 python -m jaxprune.cli bench --model lenet5_cifar --stimuli 5000 \
+  --direction global --no-progress --json "$out/bench_global.json"
+step precision_effect 60 python benchmarks/precision_effect.py --out "$out/precision_effect.json"
 step cka_cost 40 python benchmarks/cka_cost.py --quick --out "$out/cka_cost.json"
 step rsa_cost 40 python benchmarks/rsa_cost.py --quick --out "$out/rsa_cost.json"
 step circuits_cost 30 python benchmarks/circuits_cost.py --quick --out "$out/circuits_cost.json"

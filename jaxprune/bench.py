@@ -171,6 +171,7 @@ def bench_search(arch, params, x, directions: Sequence[str], config: PoZConfig, 
             "input_shape": list(np.shape(x)[1:]), "sharding": config.sharding,
             "devices": [str(d) for d in jax.local_devices()], "inputs": inputs or {},
             "threshold": config.threshold, "memory_budget": config.memory_budget,
+            "precision": config.precision,
             "chunks": {name: chunk_for(arch, arch.index(name), int(np.shape(x)[0]), config)
                        for name in arch.layer_names[:arch.index(arch.readout_layer) + 1]},
             "results": rows,

@@ -173,7 +173,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
             figure=args.figure, progress=not args.no_progress, threshold=args.threshold,
             metric=args.metric, rsm_method=args.rsm_method, rank=args.rank,
             layers=tuple(args.layers) if args.layers else None, sharding=args.shard,
-            memory_budget=args.memory_budget)
+            memory_budget=args.memory_budget, precision=args.precision)
     if args.method != "poz":
         return _prune_baseline(args)
     return prune_search(
@@ -184,6 +184,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
         threshold=args.threshold, metric=args.metric, rsm_method=args.rsm_method,
         rank=args.rank, class_means=args.class_means, sharding=args.shard,
         seeds_slice=args.seeds_slice, memory_budget=args.memory_budget,
+        precision=args.precision,
         layers=tuple(args.layers) if args.layers else None)
 
 
@@ -192,6 +193,8 @@ def _prune_baseline(args: argparse.Namespace) -> dict[str, Any]:
     ``--iterations`` times with ``--fine-tune-epochs`` of masked fine-tuning in between."""
     from jaxprune.pipeline import prune_baseline
 
+    if args.precision != "float32":
+        raise ValueError("--precision applies to the PoZ search (--method poz) only")
     for flag in ("target_rsm", "resume", "figure", "seeds_slice", "memory_budget"):
         if getattr(args, flag):
             raise ValueError(f"--{flag.replace('_', '-')} applies to the PoZ search "
@@ -358,6 +361,13 @@ def _shard_option(p: argparse.ArgumentParser, choices: list[str], which: str = "
                         + (f"; {which}" if which else ""))
 
 
+def _precision_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default="float32", choices=["float32", "tf32", "bfloat16"],
+                   help="poz: the network's matmuls and convolutions (tf32/bfloat16: faster on "
+                        "accelerators that have them, decisions may differ; the CPU computes "
+                        "all in float32)")
+
+
 def _budget_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-budget", type=_bytes, metavar="BYTES", default=None,
                    help="poz: bytes a chunk of candidates may hold (e.g. 8GiB); sets each "
@@ -471,6 +481,7 @@ def _add_prune(sub) -> None:
                         "reference code's loop)")
     _shard_option(p, list(SHARDINGS), "poz: seeds or candidates; cka: candidates")
     _budget_option(p)
+    _precision_option(p)
     _slice_option(p, "poz: of the checkpoint's seeds")
 
 
@@ -638,6 +649,8 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> dict[str, Any]:
+    import dataclasses
+
     from jaxprune.bench import bench_search, bench_table, network_and_stimuli
     from jaxprune.search.poz import PoZConfig, check_inputs
 
@@ -646,15 +659,14 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
     else:
         directions = (args.direction,)
     config = PoZConfig(threshold=args.threshold, sharding=args.shard,
-                       memory_budget=args.memory_budget)
+                       memory_budget=args.memory_budget, precision=args.precision)
     arch, params, x, inputs = network_and_stimuli(
         checkpoint=args.checkpoint, model=args.model, pretrained=args.pretrained,
         weights=args.weights, images=args.images, data=args.data, data_dir=args.data_dir,
         stimuli=args.stimuli, split=args.stimuli_split or "test",
         progress=not args.no_progress)
     for d in directions:
-        check_inputs(arch, x, PoZConfig(direction=d, threshold=args.threshold,
-                                        sharding=args.shard))
+        check_inputs(arch, x, dataclasses.replace(config, direction=d))
     out = bench_search(arch, params, x, directions, config, sequential=not args.no_sequential,
                        inputs=inputs, progress=not args.no_progress, stacked=True,
                        seed_batch=args.seed_batch)
@@ -690,6 +702,7 @@ def _add_bench(sub) -> None:
                    help="skip the sequential twin (hours on large networks)")
     _shard_option(p, list(SHARDINGS))
     _budget_option(p)
+    _precision_option(p)
 
 
 def _report(args: argparse.Namespace) -> dict[str, Any]:

@@ -100,6 +100,10 @@ class PoZConfig:
     ``sharding``: ``"seeds"`` lays each batch of stacked seeds over the local devices,
     ``"candidates"`` the candidate axis of every chunk (:mod:`jaxprune.sharding`); neither
     changes the result.
+    ``precision``: the network's matmuls and convolutions in ``"float32"`` (default, exact),
+    or with ``"tf32"``/``"bfloat16"`` inputs on accelerators that have them (faster; the
+    decisions may differ: ``benchmarks/precision_effect.py`` measures by how much). XLA:CPU
+    computes all three in float32.
     ``class_means``: average the readout features of each class (``labels`` given to the
     search) before the RSM, for the target and every candidate alike (a C×C RSM; an external
     target must then be C×C).
@@ -117,6 +121,12 @@ class PoZConfig:
     class_means: bool = False
     sharding: str | None = None
     memory_budget: float | None = None
+    precision: str = "float32"
+
+
+#: ``PoZConfig.precision`` -> ``jax.default_matmul_precision`` for the network's matmuls and
+#: convolutions (the fits' Gram products stay float32: :mod:`jaxprune.geometry` asks for it).
+MATMUL_PRECISIONS = {"float32": "float32", "tf32": "tensorfloat32", "bfloat16": "bfloat16"}
 
 
 @dataclass
@@ -161,6 +171,9 @@ def check_inputs(
     if not config.chunk_flops > 0:
         raise ValueError(f"chunk_flops must be positive, got {config.chunk_flops}")
     check_sharding(config.sharding)
+    if config.precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got "
+                         f"{config.precision!r}")
     if config.memory_budget is not None and not config.memory_budget > 0:
         raise ValueError(f"memory_budget must be a positive number of bytes, got "
                          f"{config.memory_budget}")
@@ -396,6 +409,7 @@ def _search_batch(arch, params, x, config, target_rsm, average, layers, sequenti
             wall_time_s=wall / real,
             config={"metric": config.metric, "rsm_method": config.rsm_method,
                     "rank": config.rank, "stimuli": int(x.shape[0]),
+                    "precision": config.precision,
                     "class_means": config.class_means, "passes": int(passes[s])},
         ))
     return out
@@ -614,10 +628,11 @@ def poz_search(
     elif config.sharding == "seeds":
         seed_batch = round_up(seed_batch, jax.local_device_count())
     results: list[PruneResult] = []
-    for start in range(0, seeds, seed_batch):
-        batch = jax.tree.map(lambda p, start=start: p[start:start + seed_batch], params)
-        results += _search_batch(arch, batch, x, config, target_rsm, average, layers,
-                                 sequential, progress)
+    with jax.default_matmul_precision(MATMUL_PRECISIONS[config.precision]):
+        for start in range(0, seeds, seed_batch):
+            batch = jax.tree.map(lambda p, start=start: p[start:start + seed_batch], params)
+            results += _search_batch(arch, batch, x, config, target_rsm, average, layers,
+                                     sequential, progress)
     for i, r in enumerate(results):
         r.seed = int(seed_ids[i]) if seed_ids is not None else i
     return results
@@ -637,6 +652,8 @@ def search_identity(arch: Architecture, params: Params, x, config: PoZConfig,
     options = {k: v for k, v in dataclasses.asdict(config).items()
                if k not in ("direction", "chunk_size", "chunk_flops", "sharding",
                              "memory_budget")}
+    if options["precision"] == "float32":  # the identity float32 searches had before the option
+        del options["precision"]
     seeds = jax.tree.leaves(params)[0].shape[0] if stacked else 1
     return identity(
         kind="poz_search", family=arch.family, widths=list(arch.widths.values()),
