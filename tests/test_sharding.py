@@ -3,6 +3,7 @@ CPU device), and in a process of its own with 8 forced CPU devices, the PoZ sear
 training, fraction curves and CKA pruning giving the results of the unsharded runs, with a seed
 count (5) that does not divide the device count."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -33,9 +34,10 @@ def test_pad_leading_repeats_the_last_seed_and_round_up():
 
 def test_one_device_sharding_changes_nothing():
     arch, params, x = small_network("lenet5_cifar")
-    base = poz_search(arch, params, x, PoZConfig(threshold=0.9))
+    config = PoZConfig(threshold=0.9, layers=("fc1", "fc2"))
+    base = poz_search(arch, params, x, config)
     for mode in sharding.SHARDINGS:
-        got = poz_search(arch, params, x, PoZConfig(threshold=0.9, sharding=mode))
+        got = poz_search(arch, params, x, dataclasses.replace(config, sharding=mode))
         for name in base[0].masks:
             np.testing.assert_array_equal(got[0].masks[name], base[0].masks[name])
     assert sharding.candidate_sharding("candidates") is None  # one device: nothing to lay out
