@@ -426,18 +426,23 @@ def _add_train(sub) -> None:
     _slice_option(p, "of --seeds")
 
 
-def _add_prune(sub) -> None:
-    p = sub("prune", _prune, "prune trained networks (PoZ search, or CKA/L1/random baselines)")
-    p.add_argument("--checkpoint", help="the OUT/model folder written by train")
-    p.add_argument("--model", choices=MODELS,
-                   help="instead of --checkpoint: a registered network, with --pretrained or "
-                        "--weights, searched on the images of --images")
+def _network_options(p: argparse.ArgumentParser, checkpoint: str, model: str,
+                     images: str) -> None:
+    """``--checkpoint``, or ``--model`` with ``--pretrained``/``--weights`` and ``--images``."""
+    p.add_argument("--checkpoint", help=checkpoint)
+    p.add_argument("--model", choices=MODELS, help=f"instead of --checkpoint: {model}")
     p.add_argument("--pretrained", action="store_true",
                    help="the weights its package ships (efficientnet_lite0: jaxprune[imagenet])")
     p.add_argument("--weights", metavar="FILE", help="a state dict (.pth/.npz) for --model")
-    p.add_argument("--images", metavar="DIR",
-                   help="folder of stimulus images for --model, preprocessed as the network "
-                        "expects")
+    p.add_argument("--images", metavar="DIR", help=images)
+
+
+def _add_prune(sub) -> None:
+    p = sub("prune", _prune, "prune trained networks (PoZ search, or CKA/L1/random baselines)")
+    _network_options(p, "the OUT/model folder written by train",
+                     "a registered network, with --pretrained or --weights, searched on the "
+                     "images of --images",
+                     "folder of stimulus images for --model, preprocessed as the network expects")
     p.add_argument("--method", default="poz", choices=["poz", "cka", "l1", "random"],
                    help="pruning method")
     _data_options(p)
@@ -678,16 +683,11 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
 def _add_bench(sub) -> None:
     p = sub("bench", _bench, "time the vectorised PoZ search against its sequential twin on "
                              "your own network and machine")
-    p.add_argument("--checkpoint", help="the OUT/model folder written by train (every seed)")
-    p.add_argument("--model", choices=MODELS,
-                   help="instead of --checkpoint: a registered network (randomly initialised "
-                        "unless --pretrained or --weights)")
-    p.add_argument("--pretrained", action="store_true",
-                   help="the weights its package ships (efficientnet_lite0: jaxprune[imagenet])")
-    p.add_argument("--weights", metavar="FILE", help="a state dict (.pth/.npz) for --model")
-    p.add_argument("--images", metavar="DIR",
-                   help="--model with weights: stimulus images (default: standard-normal "
-                        "stimuli, which the cost does not depend on)")
+    _network_options(p, "the OUT/model folder written by train (every seed)",
+                     "a registered network (randomly initialised unless --pretrained or "
+                     "--weights)",
+                     "--model with weights: stimulus images (default: standard-normal stimuli, "
+                     "which the cost does not depend on)")
     _data_options(p)
     p.add_argument("--stimuli", type=STIMULI, default=120, help="stimuli searched on")
     p.add_argument("--stimuli-split", choices=["train", "test"], default=None,
