@@ -308,7 +308,8 @@ def test_shard_flag_keeps_the_search_and_is_refused_where_it_does_not_apply(ckpt
     outs = {}
     for extra in ([], ["--shard", "seeds"], ["--shard", "candidates"]):
         out = tmp_path / f"prune{len(extra)}{extra[-1:]}.json"
-        assert main([str(a) for a in prune_args(ckpts, "a", *extra, "--json", out)]) == 0
+        assert main([str(a) for a in prune_args(ckpts, "a", *extra, "--direction", "top-down",
+                                                "--json", out)]) == 0
         results = json.loads(out.read_text())["results"]
         outs[tuple(extra)] = {d: [(r["masks"], r["final_score"]) for r in rs]
                               for d, rs in results.items()}

@@ -46,7 +46,7 @@ def prune(checkpoint, out, *extra):
 
 
 def test_two_processes_search_their_shares_and_merge_to_one_run(tmp_path):
-    assert main(["train", "--model", "mlp", "--data", "digits", "--seeds", "5", "--epochs",
+    assert main(["train", "--model", "mlp", "--data", "digits", "--seeds", "3", "--epochs",
                  "1", "--out", str(tmp_path / "c"), "--no-progress"]) == 0
     checkpoint = tmp_path / "c" / "model"
     env = {**os.environ, "JAXPRUNE_OFFLINE": "1",
@@ -61,7 +61,7 @@ def test_two_processes_search_their_shares_and_merge_to_one_run(tmp_path):
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
     parts = [tmp_path / f"shared.process{i}-of-2.json" for i in range(2)]
-    assert [json.loads(p.read_text())["inputs"]["seeds"] for p in parts] == [[0, 1, 2], [3, 4]]
+    assert [json.loads(p.read_text())["inputs"]["seeds"] for p in parts] == [[0, 1], [2]]
     single = tmp_path / "single.json"
     assert main([str(a) for a in prune(checkpoint, single)[3:]]) == 0
     merged, _ = load_sweep(parts)
