@@ -6,7 +6,6 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from jaxprune.data.batching import epoch_indices
 from jaxprune.models.arch import Architecture
 from jaxprune.models.network import Params
 from jaxprune.provenance import fingerprint
-from jaxprune.sharding import device_mesh, leading_sharding, pad_leading, round_up
+from jaxprune.sharding import shard_seeds
 from jaxprune.streams import split_order
 from jaxprune.train import engine, resume
 from jaxprune.train.config import (
@@ -176,15 +175,13 @@ def _spread_seeds(run: _Run, state: TrainState) -> tuple[_Run, TrainState]:
     (frozen copies of the last seed: ``active`` False, so they never change) and laid over
     them by seed (:mod:`jaxprune.sharding`)."""
     n = len(run.config.seeds)
-    size = round_up(n, jax.local_device_count())
-    put = partial(jax.device_put, device=leading_sharding(device_mesh("seeds")))
-    state = pad_leading(state, size)
-    state = put(state._replace(active=state.active.at[n:].set(False)))
+    state, _ = shard_seeds(state)
+    state = state._replace(active=state.active.at[n:].set(False))
     val = run.val
     if val is not None and val[2].ndim == 2:
-        val = (*val[:2], put(pad_leading(val[2], size)))
-    return dataclasses.replace(run, inputs=put(pad_leading(run.inputs, size)), val=val,
-                               train_idx=put(pad_leading(run.train_idx, size))), state
+        val = (*val[:2], shard_seeds(val[2])[0])
+    return dataclasses.replace(run, inputs=shard_seeds(run.inputs)[0], val=val,
+                               train_idx=shard_seeds(run.train_idx)[0]), state
 
 
 def _first_seeds(tree, n: int):
