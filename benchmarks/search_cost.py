@@ -6,6 +6,8 @@ triangles). Writes JSON.
 Protocol: ``lenet5_cifar`` trained briefly (Adam) on CIFAR-10 images from ../shared/data
 (Gaussian stimuli where absent), n stimuli, threshold R² ≥ 0.8 to the unpruned readout RSM,
 both directions, the same weights for the three implementations, whose masks are compared.
+The network is trained in a child process with jaxprune's CPU training flag (as ``jaxprune
+train`` runs); the searches are timed without it, as the library runs them.
 
 Measured: for each direction the vectorised search cold (compile included) and warm, the
 sequential twin and the PyTorch search (top-level ``speedup_vs_torch``,
@@ -15,8 +17,19 @@ the cost as n grows (jaxprune's whole bottom-up search, and the PyTorch search's
 candidate timed on its first candidates where its whole search would take hours); the peak
 resident memory of each stage (Linux ``VmHWM``, reset before the stage).
 
+The MNIST protocol (``--protocol mnist``, written to ``search_cost_mnist.json``):
+``lenet5_mnist`` (64-64-256-256) trained briefly on the first 5,000 MNIST training images,
+which are the stimuli, both directions, vectorised against the sequential twin. Its PyTorch
+search would take hours: per layer, the cost per candidate of its first ``--torch-candidates``
+candidates (evaluated from the masks the jaxprune search had reached at that layer, whose
+fits and PoZ order are compared with jaxprune's trace) is multiplied by the candidates the
+search evaluated there; the JSON says so (``torch_measured``). ``per_layer`` gives, for every
+layer, the candidates evaluated and the wall time of each implementation there.
+
     python benchmarks/search_cost.py            # full: n = 5,000; n up to 50,000; S = 50
     python benchmarks/search_cost.py --quick    # about a minute: n = 300, S = 2
+    python benchmarks/search_cost.py --protocol mnist
+    python benchmarks/search_cost.py --protocol mnist --quick   # 8-8-32-32 widths, n = 100
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,26 +52,40 @@ from jaxprune.search.result import write_json
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cifar_stimuli(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
-    """``n`` CIFAR-10 images (normalised) and labels from ../shared/data, else random."""
+PROTOCOLS = {  # name: (network, data set, stimuli chosen)
+    "cifar10": ("lenet5_cifar", "cifar10", "random training images (seed 0)"),
+    "mnist": ("lenet5_mnist", "mnist", "the first training images, file order"),
+}
+
+
+QUICK_MNIST_WIDTHS = (8, 8, 32, 32)  # --quick --protocol mnist: a narrow lenet5_mnist
+
+
+def protocol_stimuli(protocol: str, n: int, seed: int = 0) -> tuple[np.ndarray, Any, str]:
+    """``n`` training images (normalised) and labels of the protocol's data set from
+    ../shared/data (CIFAR-10: a random subset; MNIST: the first ``n``), else Gaussian."""
+    network, name, _ = PROTOCOLS[protocol]
     try:
         from jaxprune.data import load_dataset
 
-        train = load_dataset("cifar10", "train")
-        idx = np.random.default_rng(seed).permutation(len(train.labels))[:n]
+        train = load_dataset(name, "train")
+        idx = (np.random.default_rng(seed).permutation(len(train.labels))[:n]
+               if protocol == "cifar10" else np.arange(min(n, len(train.labels))))
         sub = train.subset(idx)
-        return sub.float_images(), sub.labels, "cifar10 (JPEG q75 copy, train split)"
+        return sub.float_images(), sub.labels, f"{name} (train split)"
     except Exception as e:  # noqa: BLE001 - the benchmark still runs without the data
-        print(f"CIFAR-10 unavailable ({e}); using Gaussian stimuli")
+        print(f"{name} unavailable ({e}); using Gaussian stimuli")
+        shape = models.architecture(network).input_shape
         rng = np.random.default_rng(seed)
-        return rng.normal(size=(n, 32, 32, 3)).astype(np.float32), None, "gaussian"
+        return rng.normal(size=(n, *shape)).astype(np.float32), None, "gaussian"
 
 
-def trained_lenet(x, y, steps: int, seed: int = 0):
-    """lenet5_cifar trained briefly (Adam) so that its units have realistic sparsity."""
+def trained_lenet(network: str, x, y, steps: int, seed: int = 0, widths=None):
+    """``network`` (at ``widths``, else its own) trained briefly (Adam, batch 64) so that its
+    units have realistic sparsity."""
     import optax
 
-    arch = models.architecture("lenet5_cifar")
+    arch = models.architecture(network, **({"widths": widths} if widths else {}))
     params = models.init_params(arch, jax.random.key(seed))
     if y is None or steps == 0:
         return arch, params
@@ -81,6 +109,38 @@ def trained_lenet(x, y, steps: int, seed: int = 0):
     return arch, params
 
 
+def trained_in_child(protocol: str, n: int, steps: int, widths) -> tuple[Any, Any]:
+    """:func:`trained_lenet` on the protocol's first stimuli, run in a child process with
+    jaxprune's CPU training flag (as ``jaxprune train`` runs; 6x faster there, but it slows
+    searches, so this process, which times them, runs without it)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    network = PROTOCOLS[protocol][0]
+    arch = models.architecture(network, **({"widths": widths} if widths else {}))
+    template = models.init_params(arch, jax.random.key(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.npz"
+        subprocess.run([sys.executable, __file__, "--train-worker", str(path), "--protocol",
+                        protocol, "--stimuli", str(n), "--train-steps", str(steps),
+                        *(["--quick"] if widths else [])], check=True)
+        saved = np.load(path)
+        leaves = [jnp.asarray(saved[f"arr_{i}"]) for i in range(len(saved.files))]
+    return arch, jax.tree.unflatten(jax.tree.structure(template), leaves)
+
+
+def train_worker(path: str, protocol: str, n: int, steps: int, quick: bool) -> None:
+    """``--train-worker PATH``: the child of :func:`trained_in_child`; saves the leaves."""
+    from jaxprune import add_cpu_conv_flag
+
+    add_cpu_conv_flag()
+    widths = QUICK_MNIST_WIDTHS if protocol == "mnist" and quick else None
+    x, y, _ = protocol_stimuli(protocol, n)
+    _, params = trained_lenet(PROTOCOLS[protocol][0], x, y, steps, widths=widths)
+    np.savez(path, *[np.asarray(leaf) for leaf in jax.tree.leaves(params)])
+
+
 def correlation_rows(a: np.ndarray) -> np.ndarray:
     """``np.corrcoef(a)`` (float64), except that a constant row correlates 0 with everything
     (``np.corrcoef`` gives NaN there; jaxprune defines it as 0)."""
@@ -90,82 +150,107 @@ def correlation_rows(a: np.ndarray) -> np.ndarray:
     return z @ z.T
 
 
-def torch_search(arch, params, x, direction, threshold=0.8, wrap_fit=None):
-    """The reference-style search: a PyTorch LeNet, one forward per candidate."""
-    import torch
+class TorchChain:
+    """A PyTorch copy of a LeNet-like chain (conv layers with padding and max-pooling, then
+    dense layers), written the way research code is: the whole network runs for every mask.
+    Activations are post-ReLU, masked, before pooling; the first dense layer flattens in
+    jaxprune's HWC order, so the JAX kernels serve unchanged."""
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    p = jax.tree.map(np.asarray, params)
+    def __init__(self, arch, params, x: np.ndarray):
+        import torch
 
-    def conv_w(name):
-        return torch.from_numpy(p[name]["kernel"].transpose(3, 2, 0, 1).copy())
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.arch, self.torch = arch, torch
+        self.x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        p = jax.tree.map(np.asarray, params)
+        self.weights = {}
+        for layer in arch.layers:
+            k = p[layer.name]["kernel"]
+            k = k.transpose(3, 2, 0, 1) if layer.kind == "conv" else k.T
+            self.weights[layer.name] = (torch.from_numpy(k.copy()),
+                                        torch.from_numpy(p[layer.name]["bias"].copy()))
 
-    def bias(name):
-        return torch.from_numpy(p[name]["bias"].copy())
+    def activations(self, masks) -> dict[str, Any]:
+        F, h, out = self.torch.nn.functional, self.x, {}
+        with self.torch.no_grad():
+            for layer in self.arch.layers:
+                w, b = self.weights[layer.name]
+                if layer.kind == "conv":
+                    h = F.relu(F.conv2d(h, w, b, layer.stride, layer.padding))
+                    h = h * masks[layer.name].view(1, -1, 1, 1)
+                else:
+                    if h.ndim == 4:
+                        h = h.permute(0, 2, 3, 1).flatten(1)
+                    h = F.relu(F.linear(h, w, b)) * masks[layer.name]
+                out[layer.name] = h
+                if layer.pool:
+                    h = F.max_pool2d(h, layer.pool[0], layer.pool[1])
+        return out
 
-    def fc_w(name, chw=None):
-        k = p[name]["kernel"]
-        if chw is not None:  # our HWC flattening -> torch's CHW
-            c, h, w = chw
-            k = k.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(c * h * w, -1)
-        return torch.from_numpy(k.T.copy())
+    def poz_order(self, name: str) -> np.ndarray:
+        """Units of ``name`` by decreasing PoZ on the unpruned network (stable)."""
+        a = self.activations(self.ones())[name]
+        dims = (0, 2, 3) if a.ndim == 4 else (0,)
+        return np.argsort(-(a == 0).float().mean(dim=dims).numpy(), kind="stable")
 
-    weights = {
-        "conv1": (conv_w("conv1"), bias("conv1")),
-        "conv2": (conv_w("conv2"), bias("conv2")),
-        "fc1": (fc_w("fc1", (16, 5, 5)), bias("fc1")),
-        "fc2": (fc_w("fc2"), bias("fc2")),
-    }
-    F = torch.nn.functional
+    def ones(self) -> dict[str, Any]:
+        return {n: self.torch.ones(w) for n, w in self.arch.widths.items()}
 
-    def forward(masks):
-        with torch.no_grad():
-            h = F.relu(F.conv2d(xt, *weights["conv1"])) * masks["conv1"].view(1, -1, 1, 1)
-            h = F.max_pool2d(h, 2)
-            h = F.relu(F.conv2d(h, *weights["conv2"])) * masks["conv2"].view(1, -1, 1, 1)
-            h = torch.flatten(F.max_pool2d(h, 2), 1)
-            h = F.relu(F.linear(h, *weights["fc1"])) * masks["fc1"]
-            return F.relu(F.linear(h, *weights["fc2"])) * masks["fc2"], h
-
-    def acts(masks):
-        with torch.no_grad():
-            a1 = F.relu(F.conv2d(xt, *weights["conv1"])) * masks["conv1"].view(1, -1, 1, 1)
-            a2 = F.relu(F.conv2d(F.max_pool2d(a1, 2), *weights["conv2"]))
-            a2 = a2 * masks["conv2"].view(1, -1, 1, 1)
-            a3 = F.relu(F.linear(torch.flatten(F.max_pool2d(a2, 2), 1), *weights["fc1"]))
-            a3 = a3 * masks["fc1"]
-            a4 = F.relu(F.linear(a3, *weights["fc2"]))
-            return {"conv1": a1, "conv2": a2, "fc1": a3, "fc2": a4}
-
-    def fit(readout, target_rsm):
-        rsm = correlation_rows(readout.numpy())
+    def fit(self, masks, target_rsm: np.ndarray) -> float:
+        """R² of the Pearson readout RSMs' upper triangles, removed readout units deleted."""
+        readout = self.activations(masks)[self.arch.layer_names[-1]]
+        kept = self.torch.from_numpy(np.flatnonzero(masks[self.arch.layer_names[-1]] > 0))
+        rsm = correlation_rows(readout[:, kept].numpy())
         iu = np.triu_indices(len(rsm), 1)
         r = np.corrcoef(rsm[iu], target_rsm[iu])[0, 1]
         return r * r
 
-    if wrap_fit is not None:
-        fit = wrap_fit(fit)
-    masks = {n: torch.ones(w) for n, w in arch.widths.items()}
-    unpruned = acts(masks)
-    target = correlation_rows(unpruned["fc2"].numpy())
+    def target(self) -> np.ndarray:
+        return correlation_rows(self.activations(self.ones())[self.arch.layer_names[-1]].numpy())
+
+
+def torch_search(arch, params, x, direction, threshold=0.8, wrap_fit=None):
+    """The reference-style search: a PyTorch network, one whole forward pass per candidate."""
+    chain = TorchChain(arch, params, x)
+    fit = wrap_fit(chain.fit) if wrap_fit is not None else chain.fit
+    target, masks = chain.target(), chain.ones()
     names = list(arch.layer_names)
-    if direction == "top-down":
-        names = names[::-1]
-    for name in names:
-        a = unpruned[name]
-        dims = (0, 2, 3) if a.ndim == 4 else (0,)
-        poz = (a == 0).float().mean(dim=dims).numpy()
-        order = np.argsort(-poz, kind="stable")
+    for name in names[::-1] if direction == "top-down" else names:
+        order = chain.poz_order(name)
         for k in range(1, len(order)):
             trial = {**masks, name: masks[name].clone()}
-            trial[name][torch.from_numpy(order[:k].copy())] = 0.0
-            readout, _ = forward(trial)
-            kept = torch.from_numpy(np.flatnonzero(trial["fc2"].numpy() > 0))
-            if fit(readout[:, kept], target) < threshold:  # removed units deleted
+            trial[name][chain.torch.from_numpy(order[:k].copy())] = 0.0
+            if fit(trial, target) < threshold:
                 break
             masks = trial
     return {n: m.numpy() for n, m in masks.items()}
+
+
+def torch_layer_costs(arch, params, x, result, candidates: int) -> dict[str, dict]:
+    """Per layer of ``result``'s search (a jaxprune PruneResult), the PyTorch search's cost
+    per candidate on that layer's first ``candidates`` candidates, evaluated from the masks
+    the search had reached there, and whether its fits and PoZ order agree with jaxprune's
+    trace; times the layer's candidate count for the PyTorch search's estimated time."""
+    chain = TorchChain(arch, params, x)
+    target, masks, out = chain.target(), chain.ones(), {}
+    for trace in result.trace:
+        name = trace.layer
+        order, k = chain.poz_order(name), min(candidates, len(trace.scores))
+        fits, t0 = [], time.perf_counter()
+        for j in range(1, k + 1):
+            trial = {**masks, name: masks[name].clone()}
+            trial[name][chain.torch.from_numpy(order[:j].copy())] = 0.0
+            fits.append(chain.fit(trial, target))
+        per_candidate = (time.perf_counter() - t0) / k
+        out[name] = {
+            "candidates_timed": k, "per_candidate_s": per_candidate,
+            "candidates_evaluated": len(trace.scores),
+            "estimated_s": per_candidate * len(trace.scores),
+            "same_order": order.tolist() == trace.order,
+            "max_fit_diff": float(np.abs(np.array(fits) - np.array(trace.scores[:k])).max()),
+        }
+        masks = {**masks, name: chain.torch.from_numpy(result.masks[name].astype(np.float32))}
+    return out
 
 
 PEAKS: dict[str, float] = {}
@@ -214,56 +299,108 @@ def same(a, b):
     return all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--stimuli", type=int, help="stimuli of the protocol (default 5000)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/search_cost.json"))
-    args = parser.parse_args(argv)
-    n = args.stimuli or (300 if args.quick else 5000)
-    steps = 100 if args.quick else 1500
-    scaling_n = [250, 500] if args.quick else [1000, 5000, 10000, 20000, 50000]
-    torch_scaling_n = [250, 500] if args.quick else [1000, 5000, 10000]
-    seeds_many = 2 if args.quick else 50
+def time_direction(arch, params, x, direction: str, torch_candidates: int | None) -> dict:
+    """One direction: the vectorised search cold and warm, its sequential twin, and the
+    PyTorch search (whole, or with ``torch_candidates`` its per-layer estimate)."""
+    cfg = PoZConfig(direction=direction, threshold=0.8)
+    (vec,), cold = timed(lambda: poz_search(arch, params, x, cfg))
+    (vec,), warm = timed(lambda: poz_search(arch, params, x, cfg), f"vectorised {direction}")
+    (seq,), t_seq = timed(lambda: poz_search(arch, params, x, cfg, sequential=True),
+                          f"sequential {direction}")
+    row = {"kept": vec.kept, "compression_rate": vec.compression_rate,
+           "vectorised_cold_s": cold, "vectorised_warm_s": warm, "sequential_s": t_seq,
+           "candidates_evaluated": sum(len(t.scores) for t in seq.trace),
+           "per_layer": {t.layer: {"candidates_evaluated": len(t.scores),
+                                   "vectorised_warm_s": t.seconds,
+                                   "sequential_s": ts.seconds}
+                         for t, ts in zip(vec.trace, seq.trace, strict=True)}}
+    if torch_candidates is None:
+        torch_masks, row["torch_s"] = timed(lambda: torch_search(arch, params, x, direction),
+                                            f"torch {direction}")
+        row["torch_measured"] = "whole search"
+        row["same_masks"] = same(vec.masks, seq.masks) and same(vec.masks, torch_masks)
+    else:
+        costs, _ = timed(lambda: torch_layer_costs(arch, params, x, vec, torch_candidates),
+                         f"torch {direction}")
+        for name, cost in costs.items():
+            row["per_layer"][name]["torch"] = cost
+        row["torch_s"] = sum(c["estimated_s"] for c in costs.values())
+        row["torch_measured"] = (f"estimated: per layer, the cost per candidate of its first "
+                                 f"{torch_candidates} candidates (timed) x the candidates the "
+                                 "search evaluated there")
+        row["same_masks"] = same(vec.masks, seq.masks) and all(
+            c["same_order"] and c["max_fit_diff"] < 2e-4 for c in costs.values())
+    return row
 
-    x_all, y_all, source = cifar_stimuli(max(max(scaling_n), n) + 0)
-    arch, params = trained_lenet(x_all, y_all, steps)
-    x = x_all[:n]
-    config = PoZConfig(threshold=0.8)
-    out = {"machine": machine_info("torch"),
-           "protocol": {"network": "lenet5_cifar", "stimuli": n, "threshold": 0.8,
-                        "stimulus_source": source, "training_steps": steps},
-           "directions": {}}
-    all_same = True
-    total = {"vectorised_warm": 0.0, "vectorised_cold": 0.0, "sequential": 0.0, "torch": 0.0}
-    for direction in DIRECTIONS:
-        cfg = PoZConfig(direction=direction, threshold=config.threshold)
-        (vec,), cold = timed(lambda cfg=cfg: poz_search(arch, params, x, cfg))
-        (vec,), warm = timed(lambda cfg=cfg: poz_search(arch, params, x, cfg),
-                             f"vectorised {direction}")
-        (seq,), t_seq = timed(lambda cfg=cfg: poz_search(arch, params, x, cfg, sequential=True),
-                              f"sequential {direction}")
-        torch_masks, t_torch = timed(lambda d=direction: torch_search(arch, params, x, d),
-                                     f"torch {direction}")
-        agree = same(vec.masks, seq.masks) and same(vec.masks, torch_masks)
-        all_same &= agree
-        out["directions"][direction] = {
-            "kept": vec.kept, "compression_rate": vec.compression_rate,
-            "vectorised_cold_s": cold, "vectorised_warm_s": warm, "sequential_s": t_seq,
-            "torch_s": t_torch, "same_masks": agree,
-            "candidates_evaluated": sum(len(t.scores) for t in seq.trace),
-        }
-        total["vectorised_warm"] += warm
-        total["vectorised_cold"] += cold
-        total["sequential"] += t_seq
-        total["torch"] += t_torch
-        print(direction, out["directions"][direction])
+
+def search_totals(out: dict) -> None:
+    """Top-level totals and speedups over both directions (warm vectorised)."""
+    rows = out["directions"].values()
+    total = {key: sum(r[f"{key}_s"] for r in rows)
+             for key in ("vectorised_warm", "vectorised_cold", "sequential", "torch")}
     out["totals_s"] = total
     out["speedup_vs_torch"] = total["torch"] / total["vectorised_warm"]
     out["speedup_vs_torch_cold"] = total["torch"] / total["vectorised_cold"]
     out["speedup_vs_sequential"] = total["sequential"] / total["vectorised_warm"]
-    out["same_masks"] = bool(all_same)
+    out["same_masks"] = bool(all(r["same_masks"] for r in rows))
 
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="cifar10")
+    parser.add_argument("--stimuli", type=int, help="stimuli of the protocol (default 5000)")
+    parser.add_argument("--torch-candidates", type=int, default=3,
+                        help="MNIST: candidates per layer the PyTorch search is timed on")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/"
+                        "search_cost.json, search_cost_mnist.json for --protocol mnist)")
+    parser.add_argument("--train-steps", type=int, help="training steps (default 1500)")
+    parser.add_argument("--train-worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    mnist = args.protocol == "mnist"
+    if args.stimuli is not None and args.stimuli < 10:
+        parser.error(f"--stimuli {args.stimuli}: needs at least 10 stimuli")
+    out_path = args.out or str(ROOT / "benchmarks/results" /
+                               ("search_cost_mnist.json" if mnist else "search_cost.json"))
+    n = args.stimuli or ((100 if mnist else 300) if args.quick else 5000)
+    steps = args.train_steps or (100 if args.quick else 1500)
+    scaling_n = [250, 500] if args.quick else [1000, 5000, 10000, 20000, 50000]
+    torch_scaling_n = [250, 500] if args.quick else [1000, 5000, 10000]
+    seeds_many = 2 if args.quick else 50
+
+    network, _, chosen = PROTOCOLS[args.protocol]
+    n_all = n if mnist else max(*scaling_n, n)
+    if args.train_worker:
+        return train_worker(args.train_worker, args.protocol, n_all, steps, args.quick)
+    x_all, _, source = protocol_stimuli(args.protocol, n_all)
+    widths = QUICK_MNIST_WIDTHS if mnist and args.quick else None
+    arch, params = trained_in_child(args.protocol, n_all, steps, widths)
+    x = x_all[:n]
+    config = PoZConfig(threshold=0.8)
+    out = {"machine": machine_info("torch"),
+           "protocol": {"name": args.protocol, "network": network, "widths": arch.widths,
+                        "stimuli": n,
+                        "threshold": 0.8, "stimulus_source": source, "stimuli_chosen": chosen,
+                        "training_steps": steps,
+                        "training": "Adam 1e-3, batch 64, on the stimuli themselves, in a "
+                                    "child process with jaxprune's CPU training flag"},
+           "directions": {}}
+    for direction in DIRECTIONS:
+        out["directions"][direction] = time_direction(
+            arch, params, x, direction, args.torch_candidates if mnist else None)
+        print(direction, out["directions"][direction])
+    search_totals(out)
+    if mnist:
+        return write_out(out, out_path)
+
+    out["seeds"] = time_stacked_seeds(arch, params, x, config, seeds_many)
+    out["scaling"] = time_scaling(arch, params, x_all, config, scaling_n, torch_scaling_n)
+    return write_out(out, out_path)
+
+
+def time_stacked_seeds(arch, params, x, config: PoZConfig, seeds_many: int) -> dict:
+    """S stacked networks (the trained weights plus per-seed noise) searched in one call,
+    against one network alone (bottom-up, warm)."""
     stack = models.init_stack(arch, range(seeds_many))
     stack = jax.tree.map(lambda s, p: s * 0 + p, stack, params)  # same trained weights ...
     noise = models.init_stack(arch, range(100, 100 + seeds_many))
@@ -275,7 +412,7 @@ def main(argv=None) -> dict:
     many, t_many = timed(lambda: poz_search(arch, stack, x, config, stacked=True,
                                             seed_batch=seed_batch), f"vectorised S={seeds_many}")
     _, t_one = timed(lambda: poz_search(arch, params, x, config), "vectorised S=1")
-    out["seeds"] = {"S": seeds_many, "seed_batch": seed_batch, "bottom_up_s": t_many,
+    return {"S": seeds_many, "seed_batch": seed_batch, "bottom_up_s": t_many,
                     "per_seed_s": t_many / seeds_many, "S1_bottom_up_s": t_one,
                     "first_batch_cold_s": t_first,
                     "kept_per_seed": [r.kept for r in many],
@@ -283,6 +420,9 @@ def main(argv=None) -> dict:
                             "timed warm (a first batch of seed_batch seeds compiled the "
                             "programs); per_seed_s vs S1_bottom_up_s is the gain of stacking"}
 
+
+def time_scaling(arch, params, x_all, config: PoZConfig, scaling_n, torch_scaling_n) -> list:
+    """jaxprune's warm bottom-up search and PyTorch's cost per candidate as n grows."""
     scaling = []
     for m in scaling_n:
         xm = jnp.asarray(x_all[:m])
@@ -299,16 +439,19 @@ def main(argv=None) -> dict:
                                                           / entry["per_candidate_s"])
         scaling.append(entry)
         print("n", entry)
-    out["scaling"] = scaling
+    return scaling
+
+
+def write_out(out: dict, path: str) -> dict:
     out["peak_rss_mib"] = dict(PEAKS)
     out["peak_rss_note"] = ("peak resident memory of the whole process during each stage "
                             "(Linux VmHWM reset before the stage), MiB; includes the loaded "
                             "data set and libraries")
     finish(out["machine"])
-    write_json(args.out, out)
+    write_json(path, out)
     print(f"speedup vs torch {out['speedup_vs_torch']:.1f}x, vs sequential "
           f"{out['speedup_vs_sequential']:.1f}x, same masks {out['same_masks']}; "
-          f"wrote {args.out}")
+          f"wrote {path}")
     return out
 
 

@@ -31,6 +31,9 @@ epoch times), the fastest of ``repeats`` passes. PyTorch: one warm-up network (n
 then the S networks, the fastest of ``repeats`` passes. Best-of-``repeats`` damps the noise
 of a shared machine (the load average at start and end is recorded).
 
+JAX runs with the CPU flag ``jaxprune train`` adds (``jaxprune.CPU_CONV_FLAG``);
+``--xla-default`` measures it without.
+
 Usage::
 
     python benchmarks/train_throughput.py --quick   # < 1 minute (S = 1, 8)
@@ -54,6 +57,7 @@ import torch
 from _machine import finish, machine_info
 from torch import nn
 
+from jaxprune import add_cpu_conv_flag
 from jaxprune.models import architecture
 from jaxprune.train import TrainConfig, fit, use_scan
 
@@ -211,6 +215,8 @@ def main(argv=None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, help="steps per network for every S")
     parser.add_argument("--repeats", type=int, help="timed repeats per method (fastest kept)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--xla-default", action="store_true",
+                        help="JAX without the CPU flag `jaxprune train` adds (CPU_CONV_FLAG)")
     parser.add_argument("--torch-worker", type=int, nargs=4, help=argparse.SUPPRESS,
                         metavar=("S", "STEPS", "REPEATS", "THREADS"))
     args = parser.parse_args(argv)
@@ -220,13 +226,15 @@ def main(argv=None) -> dict[str, Any]:
         x, y = synthetic_data(steps)
         print(json.dumps(torch_sequential(x, y, n_seeds, steps, repeats)))
         return {}
+    if not args.xla_default:  # as `jaxprune train` runs; before any JAX computation
+        add_cpu_conv_flag()
     plan = QUICK if args.quick else FULL
     seeds = args.seeds or plan["seeds"]
     torch.set_num_threads(os.cpu_count() or 1)
     arch = architecture("lenet5_cifar")
     t_start = time.perf_counter()
     info = {**machine_info("torch"), "jax_epoch_as_scan": use_scan(TrainConfig()),
-            "torch_threads": os.cpu_count() or 1}
+            "torch_threads": os.cpu_count() or 1, "xla_flags": os.environ.get("XLA_FLAGS", "")}
     rows = []
     for n_seeds in seeds:
         steps = args.steps or plan["steps"].get(n_seeds, 4)

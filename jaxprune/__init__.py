@@ -4,8 +4,51 @@ Submodules load on first use (``jaxprune.geometry``, ``jaxprune.search`` ...), s
 ``import jaxprune`` and the command line's argument checks stay fast."""
 
 import importlib
+import importlib.metadata
+import os
+import platform
+import sys
 
 __version__ = "0.1.0"
+
+#: XLA's YNNPACK fusion of dots on the CPU. Measured on a 2-core x86-64 CPU (jaxlib 0.10): the
+#: gradient of a convolution's kernel runs about 11x faster with it and a stacked LeNet5
+#: training step about 6x, but a PoZ search's warm passes about 1.5x and its compilation
+#: about 3x slower (``benchmarks/conv_grad_cost.py``, ``benchmarks/search_cost.py``). Hence
+#: opt-in: ``jaxprune train`` adds it (:func:`add_cpu_conv_flag`); searches run without it.
+CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot"
+
+
+def add_cpu_conv_flag(environ=os.environ) -> bool:
+    """Appends :data:`CPU_CONV_FLAG` to ``environ["XLA_FLAGS"]`` for a training-only process.
+    Not added where the user set that flag already (their setting wins), on platforms where it
+    was not measured (Linux x86-64, jaxlib >= 0.10; an unknown XLA flag aborts the process), or
+    once JAX has created its backends (XLA reads ``XLA_FLAGS`` only then). Returns whether it
+    was added."""
+    flags = environ.get("XLA_FLAGS", "")
+    if CPU_CONV_FLAG.split("=")[0] in flags or _jax_backends_started():
+        return False
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        major, minor = (int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+    if (major, minor) < (0, 10):
+        return False
+    environ["XLA_FLAGS"] = f"{flags} {CPU_CONV_FLAG}".strip()
+    return True
+
+
+def _jax_backends_started() -> bool:
+    """Whether JAX has already created its backends (after which XLA flags are fixed)."""
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge
+
+    started = getattr(xla_bridge, "backends_are_initialized", None)
+    return bool(started and started())
+
 
 __all__ = ["checkpoint", "data", "geometry", "masks", "models", "search", "train"]
 

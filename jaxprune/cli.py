@@ -724,10 +724,15 @@ def _add_report(sub) -> None:
 
 
 def _setup(args: argparse.Namespace) -> None:
-    """Before any JAX work: ``jax.distributed`` (each process then owns a share of the seeds
-    and writes its own files), the compilation cache and the data source the command uses."""
+    """Before any JAX work: the CPU training flag (``train`` only), ``jax.distributed`` (each
+    process then owns a share of the seeds and writes its own files), the compilation cache
+    and the data source the command uses."""
     from jaxprune.data.datasets import set_default_source
 
+    if args.command == "train":  # training only: it slows searches (jaxprune.CPU_CONV_FLAG)
+        from jaxprune import add_cpu_conv_flag
+
+        add_cpu_conv_flag()
     if hasattr(args, "coordinator"):
         _join_processes(args)
     set_default_source(getattr(args, "data_source", None))

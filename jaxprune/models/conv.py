@@ -10,6 +10,12 @@ runs as S convolutions side by side in the same compiled program. Its gradient i
 the same rule, so ``jit(vmap(grad(...)))`` never produces a grouped convolution. Output
 channels are padded to a multiple of 8 inside the call (faster in XLA:CPU). On other
 backends (GPU, TPU) grouped convolutions are fast and :func:`conv2d` is the plain XLA one.
+
+The gradient of a convolution's kernel was the other loss on XLA:CPU (5-8 GFLOP/s for a 64->64
+3x3 layer, against 80 GFLOP/s for its forward pass). ``jaxprune.CPU_CONV_FLAG`` (XLA's
+YNNPACK fusion of dots, which ``jaxprune train`` adds: :func:`jaxprune.add_cpu_conv_flag`)
+runs it about 11x faster; ``benchmarks/conv_grad_cost.py`` compares it with XLA's default,
+its other CPU library options and the im2col and per-tap formulations tried.
 """
 
 from __future__ import annotations
@@ -64,6 +70,35 @@ def depthwise_conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: Padd
             tap = window * channel_last(kernel[dy, dx], x.ndim)
             out = tap if out is None else out + tap
     return out
+
+
+def xla_max_pool2d(a: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
+    """``lax.reduce_window`` max over ``window x window`` patches of ``a [..., h, w, c]`` with
+    a square stride and symmetric ``-inf`` padding -> ``[..., h', w', c]``."""
+    lead = (1,) * (a.ndim - 3)
+    pads = [(0, 0)] * (a.ndim - 3) + [(padding, padding)] * 2 + [(0, 0)]
+    return jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, lead + (window, window, 1),
+                                 lead + (stride, stride, 1), pads)
+
+
+def max_pool2d(a: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
+    """:func:`xla_max_pool2d`, with non-overlapping windows (``window == stride``, no padding)
+    computed as a selection: the patches ``[..., h', w', c, window²]`` (trailing rows and
+    columns that fill no window dropped, as "VALID" does), ``out = patch[argmax(patch)]``.
+
+    Same values, and the gradient goes to the first maximum of each window (row-major), as
+    XLA's select-and-scatter gives it; but elementwise ops instead of ``reduce_window``, whose
+    gradient XLA:CPU runs slowly (a stacked LeNet5 training step 1.9x faster; tested against
+    :func:`xla_max_pool2d`)."""
+    if window != stride or padding:
+        return xla_max_pool2d(a, window, stride, padding)
+    *lead, h, w, c = a.shape
+    oh, ow = h // window, w // window
+    patches = a[..., :oh * window, :ow * window, :].reshape(*lead, oh, window, ow, window, c)
+    patches = jnp.moveaxis(patches, (-4, -2), (-2, -1)).reshape(*lead, oh, ow, c, window ** 2)
+    position = jax.lax.broadcasted_iota(jnp.int32, patches.shape, patches.ndim - 1)
+    first = jnp.argmax(patches, axis=-1, keepdims=True) == position
+    return jnp.where(first, patches, 0).sum(axis=-1)
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:

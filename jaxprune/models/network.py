@@ -22,7 +22,7 @@ from flax import nnx
 
 from jaxprune.models import residual
 from jaxprune.models.arch import Architecture, layer_geometry
-from jaxprune.models.conv import channel_last, conv2d
+from jaxprune.models.conv import channel_last, conv2d, max_pool2d
 from jaxprune.models.residual import ResidualArchitecture, is_residual
 
 Params = dict[str, dict[str, jax.Array]]
@@ -88,12 +88,6 @@ def linear(arch: Architecture, params: Params, index: int, h: jax.Array) -> jax.
     return _linear(layer.kind, params[layer.name], h, layer.stride, layer.padding)
 
 
-def _max_pool(a: jax.Array, window: int, stride: int) -> jax.Array:
-    return jax.lax.reduce_window(
-        a, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1), "VALID"
-    )
-
-
 def _adaptive_avg_pool(a: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
     """torchvision's AdaptiveAvgPool2d: bin i spans [floor(i*H/o), ceil((i+1)*H/o))."""
     (h, w), (oh, ow) = a.shape[-3:-1], out_hw
@@ -124,7 +118,7 @@ def pool(arch: Architecture, index: int, a: jax.Array) -> jax.Array:
     if index > 0:
         prev = arch.layers[index - 1]
         if prev.pool is not None:
-            a = _max_pool(a, *prev.pool)
+            a = max_pool2d(a, *prev.pool)
         if prev.adaptive_pool is not None:
             a = _adaptive_avg_pool(a, prev.adaptive_pool)
     return a

@@ -28,7 +28,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.models.arch import LayerNames
-from jaxprune.models.conv import channel_last, conv2d, depthwise_conv2d, same_padding
+from jaxprune.models.conv import (
+    channel_last,
+    conv2d,
+    depthwise_conv2d,
+    max_pool2d,
+    same_padding,
+)
 
 Activation = Literal["relu", "relu6"] | None
 HEAD = "head"
@@ -285,13 +291,6 @@ def op_preact(arch: ResidualArchitecture, params, op: Op, h: jax.Array) -> jax.A
     return z + channel_last(p["bias"], z.ndim)
 
 
-def _max_pool(a: jax.Array, window: int, stride: int, padding: int) -> jax.Array:
-    lead = (1,) * (a.ndim - 3)
-    pads = [(0, 0)] * (a.ndim - 3) + [(padding, padding)] * 2 + [(0, 0)]
-    return jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, lead + (window, window, 1),
-                                 lead + (stride, stride, 1), pads)
-
-
 def _finish(arch, params, masks, q: int, y: jax.Array, block_in: jax.Array) -> jax.Array:
     """Output of flat op ``q`` from its pre-activation ``y``: its activation; for a block's
     last op the skip add and the block activation; the group mask; the pooling."""
@@ -307,7 +306,7 @@ def _finish(arch, params, masks, q: int, y: jax.Array, block_in: jax.Array) -> j
     if op.group is not None and op.group in masks:
         a = a * channel_last(masks[op.group], a.ndim)
     if op.pool is not None:
-        a = _max_pool(a, *op.pool)
+        a = max_pool2d(a, *op.pool)
     return a
 
 

@@ -420,6 +420,7 @@ def _visit(st: _State, traces, sequential: bool, index: int, units: Sequence[np.
     """Remove, per seed, the longest prefix of ``units[s][:n_cand[s]]`` (kept units of layer
     ``index``) whose every cumulative removal keeps the fit at the threshold, and record the
     visit in ``traces``; a seed with ``n_cand < 0`` is not visited. Returns units removed."""
+    t0 = time.perf_counter()
     visited, n_cand = n_cand >= 0, np.maximum(n_cand, 0)
     z = st.layer_input(index)
     if sequential:
@@ -429,7 +430,8 @@ def _visit(st: _State, traces, sequential: bool, index: int, units: Sequence[np.
     name, width = st.arch.layers[index].name, st.arch.layers[index].width
     for s in np.flatnonzero(visited):
         traces[s].append(LayerTrace(name, units[s].tolist(), [float(v) for v in scores[s]],
-                                    int(removed[s]), note=f"width {width}{note}"))
+                                    int(removed[s]), note=f"width {width}{note}",
+                                    seconds=time.perf_counter() - t0))
     st.remove(index, [u[:r] for u, r in zip(units, removed, strict=True)])
     return removed
 

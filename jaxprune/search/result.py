@@ -19,7 +19,9 @@ class LayerTrace:
 
     ``order``: unit indices in the order they were considered for removal; ``scores[k]``: the
     score (fit, CKA ...) of the network with ``order[:k+1]`` removed, for every candidate that
-    was evaluated; ``removed``: how many of ``order`` were finally removed.
+    was evaluated; ``removed``: how many of ``order`` were finally removed; ``seconds``: the
+    wall time of the visit (for stacked seeds, of the visit of all seeds of the batch), where
+    the search records it.
     """
 
     layer: str
@@ -27,6 +29,7 @@ class LayerTrace:
     scores: list[float]
     removed: int
     note: str = ""
+    seconds: float | None = None
 
 
 @dataclass
