@@ -51,6 +51,14 @@ step bench_alternate 60 python -m jaxprune.cli bench --model lenet5_cifar --stim
   --direction alternate --no-progress --json "$out/bench_alternate.json"
 step bench_global 60 python -m jaxprune.cli bench --model lenet5_cifar --stimuli 5000 \
   --direction global --no-progress --json "$out/bench_global.json"
+step search_cost_mnist 60 python benchmarks/search_cost.py --protocol mnist --quick \
+  --out "$out/search_cost_mnist.json"
+# Seed scaling on the one accelerator (8 forced devices apply to CPUs only).
+step seed_scaling 60 python benchmarks/seed_scaling.py --seeds 1,8,64,256 --devices 1 \
+  --stimuli 128 --train-steps 50 --max-seconds 60 --out "$out/seed_scaling.json"
+step backbone_scaling 60 python benchmarks/backbone_scaling.py --sizes 224 \
+  --budgets 256MiB,4GiB --max-seconds 25 --out "$out/backbone_scaling.json"
+step conv_grad_cost 30 python benchmarks/conv_grad_cost.py --quick --out "$out/conv_grad_cost.json"
 step precision_effect 60 python benchmarks/precision_effect.py --out "$out/precision_effect.json"
 step cka_cost 40 python benchmarks/cka_cost.py --quick --out "$out/cka_cost.json"
 step rsa_cost 40 python benchmarks/rsa_cost.py --quick --out "$out/rsa_cost.json"

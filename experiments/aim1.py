@@ -267,6 +267,9 @@ def main(argv=None) -> int:
     except ValueError as e:  # identity mismatches and bad options
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the epoch and search checkpoints so far are kept
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -21,7 +21,7 @@ its other CPU library options and the im2col and per-tap formulations tried.
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -82,23 +82,42 @@ def xla_max_pool2d(a: jax.Array, window: int, stride: int, padding: int = 0) -> 
 
 
 def max_pool2d(a: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
-    """:func:`xla_max_pool2d`, with non-overlapping windows (``window == stride``, no padding)
-    computed as a selection: the patches ``[..., h', w', c, window²]`` (trailing rows and
-    columns that fill no window dropped, as "VALID" does), ``out = patch[argmax(patch)]``.
-
-    Same values, and the gradient goes to the first maximum of each window (row-major), as
-    XLA's select-and-scatter gives it; but elementwise ops instead of ``reduce_window``, whose
-    gradient XLA:CPU runs slowly (a stacked LeNet5 training step 1.9x faster; tested against
-    :func:`xla_max_pool2d`)."""
+    """:func:`xla_max_pool2d`, whose gradient, for non-overlapping windows (``window ==
+    stride``, no padding), is computed as a selection instead of XLA's select-and-scatter:
+    ``g`` goes to the first maximum (row-major) of each window, as select-and-scatter gives it,
+    found by ``argmax`` over the window's patch (trailing rows and columns that fill no window
+    get none, as "VALID" drops them). Elementwise ops, which XLA:CPU runs much faster (a
+    stacked LeNet5 training step 1.9x); the forward pass stays ``reduce_window``, faster in
+    a search. Tested against :func:`xla_max_pool2d`, ties included."""
     if window != stride or padding:
         return xla_max_pool2d(a, window, stride, padding)
+    return _nonoverlapping_max_pool(a, window)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _nonoverlapping_max_pool(a: jax.Array, window: int) -> jax.Array:
+    return xla_max_pool2d(a, window, window)
+
+
+def _pool_forward(a, window):
+    return xla_max_pool2d(a, window, window), a
+
+
+def _pool_backward(window, a, g):
+    """``g [..., h', w', c]`` placed at each window's first maximum of ``a [..., h, w, c]``."""
     *lead, h, w, c = a.shape
-    oh, ow = h // window, w // window
+    oh, ow = g.shape[-3:-1]
     patches = a[..., :oh * window, :ow * window, :].reshape(*lead, oh, window, ow, window, c)
     patches = jnp.moveaxis(patches, (-4, -2), (-2, -1)).reshape(*lead, oh, ow, c, window ** 2)
     position = jax.lax.broadcasted_iota(jnp.int32, patches.shape, patches.ndim - 1)
     first = jnp.argmax(patches, axis=-1, keepdims=True) == position
-    return jnp.where(first, patches, 0).sum(axis=-1)
+    grad = jnp.where(first, g[..., None], 0).reshape(*lead, oh, ow, c, window, window)
+    grad = jnp.moveaxis(grad, (-2, -1), (-4, -2)).reshape(*lead, oh * window, ow * window, c)
+    pads = [(0, 0)] * len(lead) + [(0, h - oh * window), (0, w - ow * window), (0, 0)]
+    return (jnp.pad(grad, pads),)
+
+
+_nonoverlapping_max_pool.defvjp(_pool_forward, _pool_backward)
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
