@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from _machine import UserError, run_main
 
 if TYPE_CHECKING:
     from jaxprune.models import Architecture, Params
@@ -75,10 +76,6 @@ QUICK = {"sizes": (64,), "budgets": (64 * MIB, 4 * 2 ** 30),
                     "efficientnet_lite0": ("block15", "conv_head")}}
 STIMULI = 120
 CHILD_ENV = dict(os.environ)  # the cells' environment, as given (before main changes it)
-
-
-class UserError(Exception):
-    """A bad option: printed as ``error: ...``, exit status 2."""
 
 
 def parse_bytes(text: str) -> int:
@@ -489,8 +486,4 @@ PROTOCOL = {
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

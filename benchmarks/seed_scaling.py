@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import UserError, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks/results/seed_scaling.json"
@@ -65,10 +66,6 @@ DIRECTIONS = ("bottom-up", "top-down")
 THRESHOLD = 0.8
 NOISE = 0.05
 DEVICE_FLAG = "--xla_force_host_platform_device_count"
-
-
-class UserError(Exception):
-    """A bad option: printed as ``error: ...``, exit status 2."""
 
 
 def int_list(text: str, what: str) -> list[int]:
@@ -469,8 +466,4 @@ PROTOCOL = {
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)
