@@ -118,6 +118,15 @@ def test_vmapped_max_pool_grad_matches_reduce_window():
                                   np.asarray(grads(xla_max_pool2d)))
 
 
+def test_max_pool_grad_in_float64():
+    with jax.enable_x64(True):  # argmax is int64 there
+        a = _pool_input((N, 8, 8, 2)).astype(jnp.float64)
+        grads = [jax.grad(lambda x, pool=pool: jnp.sum(jnp.sin(pool(x, 2, 2))))(a)
+                 for pool in (max_pool2d, xla_max_pool2d)]
+    assert grads[0].dtype == jnp.float64
+    np.testing.assert_array_equal(np.asarray(grads[0]), np.asarray(grads[1]))
+
+
 GRADIENT_PROBE = """
 import sys
 import numpy as np

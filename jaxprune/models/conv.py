@@ -109,8 +109,8 @@ def _pool_backward(window, a, g):
     oh, ow = g.shape[-3:-1]
     patches = a[..., :oh * window, :ow * window, :].reshape(*lead, oh, window, ow, window, c)
     patches = jnp.moveaxis(patches, (-4, -2), (-2, -1)).reshape(*lead, oh, ow, c, window ** 2)
-    position = jax.lax.broadcasted_iota(jnp.int32, patches.shape, patches.ndim - 1)
-    first = jnp.argmax(patches, axis=-1, keepdims=True) == position
+    best = jnp.argmax(patches, axis=-1, keepdims=True)  # int64 under jax_enable_x64
+    first = best == jax.lax.broadcasted_iota(best.dtype, patches.shape, patches.ndim - 1)
     grad = jnp.where(first, g[..., None], 0).reshape(*lead, oh, ow, c, window, window)
     grad = jnp.moveaxis(grad, (-2, -1), (-4, -2)).reshape(*lead, oh * window, ow * window, c)
     pads = [(0, 0)] * len(lead) + [(0, h - oh * window), (0, w - ow * window), (0, 0)]
