@@ -11,11 +11,13 @@ import sys
 
 __version__ = "0.1.0"
 
-#: XLA's YNNPACK fusion of dots on the CPU. Measured on a 2-core x86-64 CPU (jaxlib 0.10): the
-#: gradient of a convolution's kernel runs about 11x faster with it and a stacked LeNet5
-#: training step about 6x, but a PoZ search's warm passes about 1.5x and its compilation
-#: about 3x slower (``benchmarks/conv_grad_cost.py``, ``benchmarks/search_cost.py``). Hence
-#: opt-in: ``jaxprune train`` adds it (:func:`add_cpu_conv_flag`); searches run without it.
+#: XLA's YNNPACK fusion of dots on the CPU. Measured on 2-core x86-64 CPUs (jaxlib 0.10): the
+#: gradient of a convolution's kernel runs up to 11x faster with it (Intel Xeon; up to 2.9x on
+#: AMD EPYC) and a stacked LeNet5 training step faster (6x for lenet5_mnist on the Xeon,
+#: 1.3x for lenet5_cifar on the EPYC), but a PoZ search compiles about 1.45x slower for no
+#: steady gain warm (``benchmarks/conv_grad_cost.py``, ``train_throughput.py``,
+#: ``search_cost.py``). Hence opt-in: ``jaxprune train`` adds it (:func:`add_cpu_conv_flag`);
+#: searches run without it.
 CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot"
 
 

@@ -14,8 +14,8 @@ backends (GPU, TPU) grouped convolutions are fast and :func:`conv2d` is the plai
 The gradient of a convolution's kernel was the other loss on XLA:CPU (5-8 GFLOP/s for a 64->64
 3x3 layer, against 80 GFLOP/s for its forward pass). ``jaxprune.CPU_CONV_FLAG`` (XLA's
 YNNPACK fusion of dots, which ``jaxprune train`` adds: :func:`jaxprune.add_cpu_conv_flag`)
-runs it about 11x faster; ``benchmarks/conv_grad_cost.py`` compares it with XLA's default,
-its other CPU library options and the im2col and per-tap formulations tried.
+runs it 1-11x faster, by layer and CPU; ``benchmarks/conv_grad_cost.py`` compares it with
+XLA's default, its other CPU library options and the im2col and per-tap formulations tried.
 """
 
 from __future__ import annotations
