@@ -229,6 +229,20 @@ def torch_search(arch, params, x, direction, threshold=0.8, wrap_fit=None):
     return {n: m.numpy() for n, m in masks.items()}
 
 
+def timed_candidates(trace, candidates: int, fit_of) -> dict[str, Any]:
+    """One layer visit's cost entry: ``fit_of(j)`` (the fit with the visit's first ``j``
+    units removed) timed on the first ``candidates`` candidates, the time per candidate times
+    the candidates the search evaluated there, and the largest difference from its fits."""
+    k = min(candidates, len(trace.scores))
+    t0 = time.perf_counter()
+    fits = [fit_of(j) for j in range(1, k + 1)]
+    per_candidate = (time.perf_counter() - t0) / k
+    return {"candidates_timed": k, "per_candidate_s": per_candidate,
+            "candidates_evaluated": len(trace.scores),
+            "estimated_s": per_candidate * len(trace.scores),
+            "max_fit_diff": float(np.abs(np.array(fits) - np.array(trace.scores[:k])).max())}
+
+
 def torch_layer_costs(arch, params, x, result, candidates: int) -> dict[str, dict]:
     """Per layer of ``result``'s search (a jaxprune PruneResult), the PyTorch search's cost
     per candidate on that layer's first ``candidates`` candidates, evaluated from the masks
@@ -238,20 +252,15 @@ def torch_layer_costs(arch, params, x, result, candidates: int) -> dict[str, dic
     target, masks, out = chain.target(), chain.ones(), {}
     for trace in result.trace:
         name = trace.layer
-        order, k = chain.poz_order(name), min(candidates, len(trace.scores))
-        fits, t0 = [], time.perf_counter()
-        for j in range(1, k + 1):
+        order = chain.poz_order(name)
+
+        def candidate(j: int, masks=masks, name=name, order=order) -> float:
             trial = {**masks, name: masks[name].clone()}
             trial[name][chain.torch.from_numpy(order[:j].copy())] = 0.0
-            fits.append(chain.fit(trial, target))
-        per_candidate = (time.perf_counter() - t0) / k
-        out[name] = {
-            "candidates_timed": k, "per_candidate_s": per_candidate,
-            "candidates_evaluated": len(trace.scores),
-            "estimated_s": per_candidate * len(trace.scores),
-            "same_order": order.tolist() == trace.order,
-            "max_fit_diff": float(np.abs(np.array(fits) - np.array(trace.scores[:k])).max()),
-        }
+            return chain.fit(trial, target)
+
+        out[name] = {**timed_candidates(trace, candidates, candidate),
+                     "same_order": order.tolist() == trace.order}
         masks = {**masks, name: chain.torch.from_numpy(result.masks[name].astype(np.float32))}
     return out
 
@@ -273,7 +282,7 @@ def sequential_layer_costs(arch, params, x, result, config: PoZConfig,
                    rsm_method=config.rsm_method)
     out = {}
     for trace in result.trace:
-        name, k = trace.layer, min(candidates, len(trace.scores))
+        name = trace.layer
 
         def candidate(j: int, masks=masks, trace=trace) -> float:  # first j units removed
             mask = np.array(masks[trace.layer])
@@ -281,15 +290,8 @@ def sequential_layer_costs(arch, params, x, result, config: PoZConfig,
             trial = {**masks, trace.layer: jnp.asarray(mask)}
             return float(_fit_of_masks(arch, params, trial, fit, x))
 
-        candidate(1)
-        t0 = time.perf_counter()
-        fits = [candidate(j) for j in range(1, k + 1)]
-        per_candidate = (time.perf_counter() - t0) / k
-        out[name] = {"candidates_timed": k, "per_candidate_s": per_candidate,
-                     "candidates_evaluated": len(trace.scores),
-                     "estimated_s": per_candidate * len(trace.scores),
-                     "max_fit_diff": float(np.abs(np.array(fits)
-                                                  - np.array(trace.scores[:k])).max())}
+        candidate(1)  # compiles
+        out[name] = timed_candidates(trace, candidates, candidate)
         masks = {**masks, name: jnp.asarray(result.masks[name].astype(np.float32))}
     return out
 
