@@ -531,4 +531,7 @@ def write_out(out: dict, path: str) -> dict:
 
 
 if __name__ == "__main__":
+    from jaxprune.malloc import relaunch_with_huge_pages
+
+    relaunch_with_huge_pages()  # GiB-sized search buffers: jaxprune.malloc
     main()

@@ -345,4 +345,7 @@ def write_results(protocol: Protocol, folder: Path, out: Path, *, quick: bool,
 
 
 if __name__ == "__main__":
+    from jaxprune.malloc import relaunch_with_huge_pages
+
+    relaunch_with_huge_pages()  # GiB-sized search buffers: jaxprune.malloc
     sys.exit(main())

@@ -222,4 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    from jaxprune.malloc import relaunch_with_huge_pages
+
+    relaunch_with_huge_pages()  # GiB-sized search buffers: jaxprune.malloc
     main()

@@ -59,7 +59,8 @@ def _package_version(name: str) -> str | None:
 
 def machine_info(*packages: str) -> dict[str, Any]:
     """Platform, processor, cores, memory, load average now, Python/JAX/NumPy/jaxprune
-    versions, JAX backend and devices, ``XLA_FLAGS``, and the versions of ``packages``."""
+    versions, JAX backend and devices, ``XLA_FLAGS``, ``GLIBC_TUNABLES``
+    (:mod:`jaxprune.malloc`) and the versions of ``packages``."""
     memory_kib = proc_field("/proc/meminfo", "MemTotal")
     return {
         "platform": platform.platform(),
@@ -75,6 +76,7 @@ def machine_info(*packages: str) -> dict[str, Any]:
         "jax_devices": [str(d) for d in jax.devices()],
         "jaxprune": jaxprune.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         **{name: _package_version(name) for name in packages},
     }
 

@@ -795,5 +795,14 @@ def _invocation(args: argparse.Namespace) -> dict[str, Any]:
     return {"subcommand": args.command, "options": options, "jaxprune": __version__}
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The ``jaxprune`` console script: :func:`main` in a process whose large buffers sit on
+    transparent huge pages (:func:`jaxprune.malloc.relaunch_with_huge_pages`)."""
+    from jaxprune.malloc import relaunch_with_huge_pages
+
+    relaunch_with_huge_pages()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
