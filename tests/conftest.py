@@ -15,6 +15,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the session's first process
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxprune-tests-xla-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
+# The command lines the tests start get the huge-page malloc they would relaunch for
+# (jaxprune.malloc) from the start, rather than paying one relaunch each.
+from jaxprune.malloc import huge_page_environment  # noqa: E402
+
+os.environ.update(huge_page_environment(os.environ) or {})
+
 import jax  # noqa: E402  (after the cache folder, which JAX reads on import)
 import pytest  # noqa: E402
 

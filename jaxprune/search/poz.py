@@ -242,6 +242,35 @@ def chunk_for(arch: Architecture, index: int, n: int, config: PoZConfig) -> int:
     return int(min(chunk, config.chunk_size, most))
 
 
+def search_bytes_per_seed(arch: Architecture, n: int, config: PoZConfig) -> float:
+    """Estimated bytes one seed of a vectorised search holds on ``n`` stimuli: its cached
+    float32 pre-activations of every layer up to the readout (chains), the visited layer's
+    activation and its largest chunk of candidates (:func:`chunk_for` ×
+    :func:`candidate_bytes`), over the layers."""
+    chunks = [chunk_for(arch, i, n, config) * candidate_bytes(arch, i, n)
+              for i in range(arch.index(arch.readout_layer) + 1)]
+    if is_residual(arch):
+        return float(max(chunks))
+    geometries, _ = layer_geometry(arch)
+    sizes = [int(np.prod(g.out_shape)) for g in geometries[:len(chunks)]]
+    return 4.0 * n * (sum(sizes) + max(sizes)) + max(chunks)
+
+
+def seeds_within_memory(arch: Architecture, n: int, config: PoZConfig,
+                        available: float | None = None, share: float = 0.5) -> int | None:
+    """The most seeds one vectorised search call may stack: ``share`` of ``available`` bytes
+    (default: the host's ``MemAvailable``) over :func:`search_bytes_per_seed`, at least 1;
+    None where the available memory is unknown."""
+    if available is None:
+        from jaxprune.bench import proc_field
+
+        kib = proc_field("/proc/meminfo", "MemAvailable")
+        if kib is None:
+            return None
+        available = kib * 1024.0
+    return max(1, int(share * available // search_bytes_per_seed(arch, n, config)))
+
+
 def poz_order(acts: jax.Array, eps: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Unit indices by decreasing PoZ (ties: lower index first) and the PoZ values of
     post-ReLU activations ``acts [n, ..., width]``."""
@@ -615,7 +644,9 @@ def poz_search(
 
     ``x``: stimuli ``[n, *arch.input_shape]``; ``labels [n]``: their classes, needed with
     ``config.class_means``. Seeds are searched ``seed_batch`` at a time in one vectorised
-    program. ``sequential=True`` runs the one-candidate-at-a-time reference twin.
+    program, fewer where half the host's available memory would not hold them
+    (:func:`seeds_within_memory`; batching never changes a result). ``sequential=True`` runs
+    the one-candidate-at-a-time reference twin.
     Returns one :class:`PruneResult` per seed.
     """
     config = config or PoZConfig()
@@ -629,6 +660,8 @@ def poz_search(
         seed_batch = 1  # each seed's global order is its own sequence of layer steps
     elif config.sharding == "seeds":
         seed_batch = round_up(seed_batch, jax.local_device_count())
+    elif not sequential and jax.default_backend() == "cpu":  # host memory holds the batch
+        seed_batch = min(seed_batch, seeds_within_memory(arch, x.shape[0], config) or seed_batch)
     results: list[PruneResult] = []
     with jax.default_matmul_precision(MATMUL_PRECISIONS[config.precision]):
         for start in range(0, seeds, seed_batch):
