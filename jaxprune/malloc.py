@@ -2,14 +2,16 @@
 
 XLA:CPU allocates the outputs and temporaries of every compiled call with ``malloc``, which
 maps a buffer above 32 MiB fresh from the kernel on each call and returns it afterwards, so
-every call pays the page faults of its large buffers again. On 4 KiB pages a fresh GiB costs
-about 0.35 s (measured on a 2-core AMD EPYC), more than the arithmetic of a PoZ search
-candidate of ``lenet5_mnist`` on 5,000 stimuli, whose candidates each write GiB-sized
+every call pays the page faults of its large buffers again. On 4 KiB pages a fresh GiB
+costs about 0.39 s (a 2-core AMD EPYC, ``benchmarks/malloc_pages.py``), more than the
+arithmetic of a PoZ search candidate of ``lenet5_mnist`` on 5,000 stimuli, whose candidates
+each write GiB-sized
 pre-activations. glibc >= 2.35 backs ``malloc`` with transparent huge pages when started with
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (2 MiB faults): a fresh GiB then costs about 0.1 s.
 
-The tunable is read only when a process starts, so the command line and the scripts of
-``experiments/`` and ``benchmarks/`` call :func:`relaunch_with_huge_pages` first, which
+The tunable is read only when a process starts, so the ``jaxprune`` command,
+``experiments/aim1.py``, ``experiments/redundant.py`` and ``benchmarks/search_cost.py`` call
+:func:`relaunch_with_huge_pages` first, which
 re-executes the running command once with it set. A user's own ``glibc.malloc.hugetlb``
 setting wins (``GLIBC_TUNABLES=glibc.malloc.hugetlb=0`` turns this off).
 """
