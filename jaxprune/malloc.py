@@ -5,9 +5,9 @@ maps a buffer above 32 MiB fresh from the kernel on each call and returns it aft
 every call pays the page faults of its large buffers again. On 4 KiB pages a fresh GiB
 costs about 0.39 s (a 2-core AMD EPYC, ``benchmarks/malloc_pages.py``), more than the
 arithmetic of a PoZ search candidate of ``lenet5_mnist`` on 5,000 stimuli, whose candidates
-each write GiB-sized
-pre-activations. glibc >= 2.35 backs ``malloc`` with transparent huge pages when started with
-``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (2 MiB faults): a fresh GiB then costs about 0.1 s.
+each write GiB-sized pre-activations. glibc >= 2.35 backs ``malloc`` with transparent huge
+pages when started with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (2 MiB faults): a fresh
+GiB then costs about 0.1 s.
 
 The tunable is read only when a process starts, so the ``jaxprune`` command,
 ``experiments/aim1.py``, ``experiments/redundant.py`` and ``benchmarks/search_cost.py`` call
