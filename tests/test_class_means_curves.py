@@ -8,7 +8,7 @@ import pytest
 from helpers import compact_readout, small_network
 
 from jaxprune import geometry, models
-from jaxprune.search.curves import fraction_curve, removed_counts
+from jaxprune.search.curves import FIT_TIE, fraction_curve, removed_counts, share_below
 from jaxprune.search.fit import class_average, make_fit
 from jaxprune.search.poz import PoZConfig, poz_search, poz_search_sequential
 
@@ -95,6 +95,14 @@ def test_removed_counts_kept_and_removed_levels():
             removed_counts(10, keep=bad)
     with pytest.raises(ValueError, match="not both"):
         removed_counts(10, levels=(0.1,), keep=(0.9,))
+
+
+def test_a_tie_within_rounding_is_no_win_for_the_poz_order():
+    fits = np.array([0.9, 0.5], np.float32)
+    random_fits = np.array([[0.9 - FIT_TIE / 4, 0.4],  # a tie (dead units, another order)
+                            [0.9 - 4 * FIT_TIE, 0.6],  # below: a win
+                            [0.9 + FIT_TIE / 4, 0.5]], np.float32)
+    np.testing.assert_array_equal(share_below(random_fits, fits), [1 / 3, 1 / 3])
 
 
 def test_curve_with_kept_levels_and_no_random_orders_matches_compacted_fits():

@@ -9,6 +9,7 @@ import numpy as np
 
 from jaxprune import geometry
 from jaxprune.align.engine import make_target, removal_fits
+from jaxprune.search.curves import share_below
 
 POZ_QUANTILES = (0.25, 0.5, 0.75, 0.9)
 
@@ -19,7 +20,8 @@ class AlignmentCurve:
     highest-PoZ units removed (kept units only), r = 0 … d−1; ``poz [d]`` per unit;
     ``max_kept_poz[r]`` = PoZ of ``order[r]``, the largest PoZ still kept;
     ``p_poz_beats_random[r]`` = fraction of the K random orders whose fit at level r is below
-    the PoZ order's; ``random_fits`` summarised by its 5 / 50 / 95 % quantiles per level;
+    the PoZ order's by more than ``FIT_TIE`` (a tie is no win); ``random_fits`` summarised by
+    its 5 / 50 / 95 % quantiles per level;
     ``poz_quantiles``: PoZ value and level (units whose PoZ exceeds it) per quantile."""
 
     fit: list[float]
@@ -71,7 +73,7 @@ def alignment_curve(features: np.ndarray, human: np.ndarray, *, n_random: int = 
         fit=fit.tolist(), order=order.tolist(), poz=poz.tolist(),
         max_kept_poz=poz[order].tolist(), best_level=best, best_fit=float(fit[best]),
         unpruned_fit=float(fit[0]), n_random=int(n_random),
-        p_poz_beats_random=np.mean(rand < fit[None], axis=0).tolist() if n_random else [],
+        p_poz_beats_random=share_below(rand, fit).tolist() if n_random else [],
         random_quantiles=quant,
         poz_quantiles=[{"quantile": q, "poz": float(np.quantile(poz, q)),
                         "level": int(np.sum(poz > np.quantile(poz, q)))}

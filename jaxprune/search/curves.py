@@ -34,7 +34,8 @@ class FractionCurve:
     ``layer`` removed in PoZ order; ``max_kept_poz[i]``: the largest PoZ among the units still
     kept; ``random_fits [K, levels]``: the same removals in K random orders;
     ``p_poz_beats_random[i]``: the fraction of random orders whose fit is below the PoZ
-    order's (empty without random orders). ``levels`` are fractions removed, or kept when
+    order's by more than :data:`FIT_TIE` (:func:`share_below`; empty without random orders).
+    ``levels`` are fractions removed, or kept when
     ``level_kind == "kept"``."""
 
     layer: str
@@ -193,6 +194,18 @@ def fraction_curve(
     return CurveSet(curves, summarize(curves)) if stacked else curves[0]
 
 
+#: Fits closer than this are ties, not wins: removing units the stimuli cannot tell apart (dead
+#: units) gives the same fit in any order, up to float32 rounding (~1e-7) that depends on the
+#: reduction order the compiler picked.
+FIT_TIE = 1e-6
+
+
+def share_below(random_fits: np.ndarray, fits: np.ndarray) -> np.ndarray:
+    """Per level, the fraction of random orders ``random_fits [K, L]`` whose fit is below
+    ``fits [L]`` by more than :data:`FIT_TIE`: P(the PoZ order beats a random one)."""
+    return np.mean(np.asarray(random_fits) < np.asarray(fits)[None] - FIT_TIE, axis=0)
+
+
 def _curve(layer, levels, removed, kind, fits, order_poz, baseline, n_random, s):
     order, poz = order_poz
     poz_fits, random_fits = fits[: len(removed)], fits[len(removed):].reshape(n_random,
@@ -201,8 +214,7 @@ def _curve(layer, levels, removed, kind, fits, order_poz, baseline, n_random, s)
         layer=layer, levels=levels, removed=removed, fit=poz_fits.tolist(),
         max_kept_poz=[float(np.max(poz[order[k:]])) for k in removed],
         random_fits=random_fits.tolist(),
-        p_poz_beats_random=np.mean(random_fits < poz_fits[None, :], axis=0).tolist()
-        if n_random else [],
+        p_poz_beats_random=share_below(random_fits, poz_fits).tolist() if n_random else [],
         baseline_fit=baseline, level_kind=kind, seed=s,
     )
 
@@ -210,7 +222,7 @@ def _curve(layer, levels, removed, kind, fits, order_poz, baseline, n_random, s)
 def summarize(curves: Sequence[FractionCurve]) -> dict[str, list[float]]:
     """Per level: mean and sample sd (ddof=1; 0 for one seed) over seeds of the PoZ-order fit
     and the largest kept PoZ, and (with random orders) the fraction of seeds whose PoZ order
-    beats the median random order."""
+    beats the median random order (by more than :data:`FIT_TIE`)."""
     def mean_sd(key):
         v = np.asarray([getattr(c, key) for c in curves], np.float64)
         sd = v.std(axis=0, ddof=1) if len(v) > 1 else np.zeros(v.shape[1])
@@ -220,7 +232,7 @@ def summarize(curves: Sequence[FractionCurve]) -> dict[str, list[float]]:
     out["fit_mean"], out["fit_sd"] = mean_sd("fit")
     out["max_kept_poz_mean"], out["max_kept_poz_sd"] = mean_sd("max_kept_poz")
     if curves[0].random_fits:
-        beats = [np.asarray(c.fit) > np.median(np.asarray(c.random_fits), axis=0)
+        beats = [np.asarray(c.fit) > np.median(np.asarray(c.random_fits), axis=0) + FIT_TIE
                  for c in curves]
         out["fraction_of_seeds_poz_beats_median_random"] = np.mean(beats, axis=0).tolist()
     return out
