@@ -35,8 +35,7 @@ class FractionCurve:
     kept; ``random_fits [K, levels]``: the same removals in K random orders;
     ``p_poz_beats_random[i]``: the fraction of random orders whose fit is below the PoZ
     order's by more than :data:`FIT_TIE` (:func:`share_below`; empty without random orders).
-    ``levels`` are fractions removed, or kept when
-    ``level_kind == "kept"``."""
+    ``levels`` are fractions removed, or kept when ``level_kind == "kept"``."""
 
     layer: str
     levels: list[float]
