@@ -50,7 +50,7 @@ def test_two_processes_search_their_shares_and_merge_to_one_run(tmp_path):
                  "1", "--out", str(tmp_path / "c"), "--no-progress"]) == 0
     checkpoint = tmp_path / "c" / "model"
     env = {**os.environ, "JAXPRUNE_OFFLINE": "1",
-           "XLA_FLAGS": os.environ["XLA_FLAGS"]
+           "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
            + " --xla_force_host_platform_device_count=4"}
     port, out = free_port(), tmp_path / "shared.json"
     procs = [subprocess.Popen(prune(checkpoint, out, "--shard", "seeds", "--coordinator",

@@ -69,7 +69,7 @@ def test_refusals_of_searches_that_cannot_shard_seeds():
 def eight_devices(tmp_path_factory) -> dict:
     """The report of tests/sharded_runs.py run with 8 forced CPU devices."""
     out = tmp_path_factory.mktemp("sharded") / "report.json"
-    env = {**os.environ, "XLA_FLAGS": os.environ["XLA_FLAGS"]
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
            + " --xla_force_host_platform_device_count=8",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, str(HERE / "sharded_runs.py"), str(out)], env=env,
